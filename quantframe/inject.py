@@ -1,0 +1,163 @@
+"""The injector adapter: plain declarative quantizer classes, resolved with `dependencies`.
+
+Quantizers are ordinary Python classes deriving from `QuantInjector` (never from
+`dependencies.Injector` with class syntax: on Python 3.13 that fails with "Magic methods are
+not allowed"). Resolving one merges its attributes along the MRO, applies keyword overrides,
+evaluates `@solver` functions that pick component classes from enums, and hands the result to
+`dependencies.Injector.let(...)`, which builds the components by constructor injection
+(arguments resolved by name). Only the public API of `dependencies` is used, and only here, so
+the injector can be swapped without touching quantizers or layers. Resolution happens once per
+layer construction; no forward pass touches an injector.
+"""
+
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any
+
+import dependencies
+
+
+class value:  # noqa: N801 - lower case like the decorator it stands for
+    """Marks a derived attribute: a function whose arguments are other attributes, by name."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+
+
+class solver:  # noqa: N801
+    """Marks an enum-to-component rule: a function of attributes returning the component class to build.
+
+    Solvers run before injection, so the class they return is then built by constructor
+    injection like any component the user sets directly (`scaling_impl = MyScaling`).
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+
+
+class QuantizerResolutionError(ValueError):
+    """A quantizer could not be resolved into components."""
+
+
+class QuantInjector:
+    """Base of every quantizer: a declarative class of attributes, resolved when a layer is built.
+
+    Subclass it and override attributes, or derive a variant with `Q.let(bit_width=4)`.
+    """
+
+    @classmethod
+    def let(cls, **overrides: Any) -> type:
+        """A subclass of this quantizer with `overrides` as class attributes."""
+        return type(cls.__name__, (cls,), overrides)
+
+
+ExtendedInjector = QuantInjector  # the name Brevitas users import
+
+_ATTRIBUTE_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def quantizer_attributes(quant: type) -> dict[str, Any]:
+    """The merged public attributes of a quantizer class (subclasses win), cached per class."""
+    cached = _ATTRIBUTE_CACHE.get(quant)
+    if cached is not None:
+        return cached
+    merged: dict[str, Any] = {}
+    for klass in reversed(quant.__mro__):
+        if klass is object:
+            continue
+        for name, attr in vars(klass).items():
+            if name.startswith("_") or isinstance(attr, classmethod | staticmethod):
+                continue
+            merged[name] = attr
+    _ATTRIBUTE_CACHE[quant] = merged
+    return merged
+
+
+def attribute_providers(name: str, root: type = QuantInjector) -> list[str]:
+    """Names of the known quantizer classes and mixins that define attribute `name`."""
+    found, stack, seen = [], [root], set()
+    while stack:
+        klass = stack.pop()
+        for sub in klass.__subclasses__():
+            if sub in seen:
+                continue
+            seen.add(sub)
+            stack.append(sub)
+            if name in vars(sub) and not sub.__name__.startswith("_"):
+                found.append(sub.__name__)
+    return sorted(set(found))
+
+
+def _call_with_attributes(fn: Callable[..., Any], attrs: dict[str, Any], quant_name: str) -> Any:
+    kwargs = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.name in attrs:
+            kwargs[param.name] = _plain(attrs[param.name], attrs, quant_name)
+        elif param.default is inspect.Parameter.empty:
+            raise _missing(quant_name, param.name, fn.__name__)
+    return fn(**kwargs)
+
+
+def _plain(attr: Any, attrs: dict[str, Any], quant_name: str) -> Any:
+    if isinstance(attr, value | solver):
+        return _call_with_attributes(attr.fn, attrs, quant_name)
+    return attr
+
+
+def _missing(quant_name: str, attribute: str, needed_by: str) -> QuantizerResolutionError:
+    providers = attribute_providers(attribute)
+    hint = f" or derive from one that provides it: {', '.join(providers[:6])}" if providers else ""
+    return QuantizerResolutionError(
+        f"{quant_name}: cannot resolve attribute '{attribute}' (needed to build '{needed_by}'); "
+        f"set it as a class attribute or a keyword override{hint}"
+    )
+
+
+class _Unresolved:
+    """A solver that could not run for want of an attribute; an error only if the component is needed."""
+
+    def __init__(self, error: QuantizerResolutionError):
+        self.error = error
+
+
+def evaluate_solvers(quant_name: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """Replace every `@solver` attribute by the component class it picks (values stay lazy).
+
+    A solver whose inputs are missing is left out: a quantizer with a constant scale never
+    needs the statistics solver. Its error is raised only if a component turns out to need it.
+    """
+    out = dict(attrs)
+    for name, attr in attrs.items():
+        if isinstance(attr, solver):
+            try:
+                out[name] = _call_with_attributes(attr.fn, out, quant_name)
+            except QuantizerResolutionError as exc:
+                out[name] = _Unresolved(exc)
+    return out
+
+
+def build(quant: type, attrs: dict[str, Any], target: str) -> Any:
+    """Build `target` (a component tree) from resolved attributes by constructor injection."""
+    injected = {
+        name: dependencies.value(attr.fn) if isinstance(attr, value) else attr
+        for name, attr in attrs.items()
+        if not isinstance(attr, _Unresolved)
+    }
+    try:
+        return getattr(dependencies.Injector.let(**injected), target)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{quant.__name__}: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__name__ != "DependencyError":
+            raise
+        match = re.search(r"attribute '(\w+)'(?: while building '(\w+)')?", str(exc))
+        if match and isinstance(attrs.get(match.group(1)), _Unresolved):
+            raise attrs[match.group(1)].error from None
+        if match:
+            raise _missing(quant.__name__, match.group(1), match.group(2) or target) from None
+        raise QuantizerResolutionError(f"{quant.__name__}: {exc}") from None

@@ -1,0 +1,297 @@
+"""QuantTensor: a dequantized float tensor together with the integer grid it lies on.
+
+    value = (int - zero_point) * scale,   int in [-2^(b-1), 2^(b-1) - 1] (signed) or [0, 2^b - 1]
+
+Design decision: a light wrapper, not a `torch.Tensor` subclass. A plain `__slots__` class costs about
+1 µs to build and adds nothing to the ops of the hot path (a tensor subclass pays the
+`__torch_function__` dispatch on every op it touches, including the ones inside layers that never return
+a QuantTensor); `copy.deepcopy` and pickle are trivial; and layers build one only when the user asks
+for `return_quant_tensor=True`. `torch.*` and `torch.nn.functional.*` calls still reach it through the
+`__torch_function__` classmethod: the ops that keep the grid return a QuantTensor (see
+`quantframe.tensor_ops`), every other op *decays* to a plain tensor computed on `value`. Anything not
+provided here is reached through `.value` (no `__getattr__` forwarding: it would hide mistakes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from quantframe import tensor_ops as ops
+
+# Slack of the integer check, in integer units: an absolute 1e-3 for the rounding of value / scale,
+# plus the precision of value's dtype at the grid's largest magnitude (8 eps * 2^b leaves room for the
+# few float roundings that produced value; float32 cannot tell integers apart beyond about 2^20).
+_INT_ATOL = 1e-3
+_DTYPE_SLACK = 8.0
+
+
+class QuantTensor:
+    """A dequantized tensor `value` on the grid (scale, zero_point, bit_width, signed); None metadata allowed."""
+
+    __slots__ = ("value", "scale", "zero_point", "bit_width", "signed", "training")
+
+    def __init__(
+        self,
+        value: Tensor,
+        scale: Tensor | None = None,
+        zero_point: Tensor | None = None,
+        bit_width: Tensor | None = None,
+        signed: bool | None = None,
+        training: bool | None = None,
+    ) -> None:
+        # Stores only: no validation here, this runs on every quantized forward.
+        self.value = value
+        self.scale = scale
+        self.zero_point = zero_point
+        self.bit_width = bit_width
+        self.signed = signed
+        self.training = training
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        """Route a torch function: grid-keeping ops to their handler, everything else decays to `value`."""
+        kwargs = kwargs or {}
+        handler = ops.HANDLERS.get(func)
+        if handler is None or kwargs.get("out") is not None:
+            return ops.decay(cls, func, args, kwargs)
+        return handler(cls, func, args, kwargs)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.value, self.scale, self.zero_point, self.bit_width, self.signed, self.training))
+
+    # ------------------------------------------------------------ grid
+
+    @property
+    def signed_t(self) -> Tensor | None:
+        """`signed` as a bool tensor on value's device."""
+        return None if self.signed is None else torch.tensor(bool(self.signed), device=self.value.device)
+
+    @property
+    def training_t(self) -> Tensor | None:
+        """`training` as a bool tensor on value's device."""
+        return None if self.training is None else torch.tensor(bool(self.training), device=self.value.device)
+
+    @property
+    def is_valid(self) -> bool:
+        """Whether value / scale + zero_point is integral and inside the grid of bit_width/signed.
+
+        Computed in float64; 1-bit signed is bipolar ({-1, +1}); None metadata is never valid.
+        """
+        if not ops.is_complete(self):
+            return False
+        with torch.no_grad():
+            bit_width = self.bit_width.double()
+            int_float = self.value.double() / self.scale.double() + self.zero_point.double()
+            rounded = torch.round(int_float)
+            eps = torch.finfo(self.value.dtype).eps if self.value.is_floating_point() else 0.0
+            atol = _INT_ATOL + _DTYPE_SLACK * eps * 2.0**bit_width
+            if not bool(((int_float - rounded).abs() <= atol).all()):
+                return False
+            if self.signed:
+                in_range = (rounded >= -(2.0 ** (bit_width - 1))) & (rounded <= 2.0 ** (bit_width - 1) - 1)
+                in_range = torch.where(bit_width == 1, rounded.abs() == 1, in_range)
+            else:
+                in_range = (rounded >= 0) & (rounded <= 2.0**bit_width - 1)
+            return bool(in_range.all())
+
+    def int(self, float_datatype: bool = False) -> Tensor:
+        """The integers round(value / scale + zero_point); so (int - zero_point) * scale == value.
+
+        int32 unless the grid needs more (over 32 bits, or unsigned over 31): then int64. With
+        float_datatype the same integers in value's float dtype (at least float32).
+        """
+        if not ops.is_complete(self):
+            raise ValueError(
+                "QuantTensor.int() needs scale, zero_point, bit_width and signed; got "
+                f"scale={ops.describe(self.scale)}, zero_point={ops.describe(self.zero_point)}, "
+                f"bit_width={ops.describe(self.bit_width)}, signed={self.signed}"
+            )
+        int_float = torch.round(self.value.double() / self.scale.double() + self.zero_point.double())
+        if float_datatype:
+            return int_float.to(torch.promote_types(self.value.dtype, torch.float32))
+        widest = self.bit_width.max().item()
+        wide = widest > 32 or (not self.signed and widest > 31)
+        return int_float.to(torch.int64 if wide else torch.int32)
+
+    # ------------------------------------------------------------ tensor-like
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.value.shape
+
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        return self.value.size() if dim is None else self.value.size(dim)
+
+    def dim(self) -> int:
+        return self.value.dim()
+
+    @property
+    def ndim(self) -> int:
+        return self.value.dim()
+
+    def numel(self) -> int:
+        return self.value.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.value.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.value.dtype
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.value.requires_grad
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __repr__(self) -> str:
+        return (
+            f"QuantTensor(shape={tuple(self.value.shape)}, bit_width={ops.describe(self.bit_width)}, "
+            f"signed={self.signed}, scale={ops.describe(self.scale)}, "
+            f"zero_point={ops.describe(self.zero_point)}, training={self.training})"
+        )
+
+    def _with_metadata(self, value: Tensor, meta: Callable[[Tensor], Tensor]) -> QuantTensor:
+        def one(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else meta(tensor)
+
+        return type(self)(
+            value, one(self.scale), one(self.zero_point), one(self.bit_width), self.signed, self.training
+        )
+
+    def detach(self) -> QuantTensor:
+        """Value and metadata detached from the graph."""
+        return self._with_metadata(self.value.detach(), Tensor.detach)
+
+    def clone(self, **kwargs: Any) -> QuantTensor:
+        """Value and metadata copied (kwargs such as memory_format go to the value's clone)."""
+        return self._with_metadata(self.value.clone(**kwargs), Tensor.clone)
+
+    def to(self, *args: Any, **kwargs: Any) -> QuantTensor:
+        """`Tensor.to` on value; metadata follows the device, and is float32 (float64 with a float64 value).
+
+        A non-floating dtype is refused: the integers are `int()`, a cast of `value` is `value.to(...)`.
+        """
+        value = self.value.to(*args, **kwargs)
+        if not value.is_floating_point():
+            raise TypeError(
+                f"QuantTensor.to() keeps a float value; got dtype {value.dtype}. Use .int() for the "
+                "integer tensor or .value.to(...) for a plain cast"
+            )
+        return self._moved(value, cast=value.dtype != self.value.dtype)
+
+    def cpu(self) -> QuantTensor:
+        return self._moved(self.value.cpu(), cast=False)
+
+    def cuda(self, device: Any = None, non_blocking: bool = False) -> QuantTensor:
+        return self._moved(self.value.cuda(device, non_blocking), cast=False)
+
+    def _moved(self, value: Tensor, cast: bool) -> QuantTensor:
+        dtype = (torch.float64 if value.dtype == torch.float64 else torch.float32) if cast else None
+        return self._with_metadata(value, lambda meta: meta.to(device=value.device, dtype=dtype))
+
+    # ------------------------------------------------------------ shape ops (the grid is unchanged)
+
+    def view(self, *shape: Any) -> QuantTensor | Tensor:
+        """view(*shape); view(dtype) reinterprets bits and returns a plain tensor."""
+        if len(shape) == 1 and isinstance(shape[0], torch.dtype):
+            return self.value.view(shape[0])
+        return ops.reshape_like(self, self.value.view(*shape))
+
+    def reshape(self, *shape: Any) -> QuantTensor:
+        return ops.reshape_like(self, self.value.reshape(*shape))
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> QuantTensor:
+        return ops.reshape_like(self, self.value.flatten(start_dim, end_dim))
+
+    def contiguous(self, **kwargs: Any) -> QuantTensor:
+        return ops.map_metadata(self, self.value.contiguous(**kwargs), lambda meta: meta)
+
+    def transpose(self, dim0: int, dim1: int) -> QuantTensor:
+        return ops.same_op(self, self.value.transpose(dim0, dim1), lambda meta: meta.transpose(dim0, dim1))
+
+    def permute(self, *dims: Any) -> QuantTensor:
+        return ops.same_op(self, self.value.permute(*dims), lambda meta: meta.permute(*dims))
+
+    def unsqueeze(self, dim: int) -> QuantTensor:
+        return ops.same_op(self, self.value.unsqueeze(dim), lambda meta: meta.unsqueeze(dim))
+
+    def squeeze(self, dim: int | tuple[int, ...] | None = None) -> QuantTensor:
+        return ops.squeeze(self, dim)
+
+    def __getitem__(self, key: Any) -> QuantTensor:
+        return ops.index(self, key)
+
+    # ------------------------------------------------------------ arithmetic
+
+    def __add__(self, other: Any) -> QuantTensor | Tensor:
+        """QuantTensor + QuantTensor keeps the grid (see `tensor_ops.add`); anything else is plain."""
+        if isinstance(other, QuantTensor):
+            return ops.add(self, other)
+        return self.value + other
+
+    def __radd__(self, other: Any) -> Tensor:
+        return other + self.value
+
+    def __sub__(self, other: Any) -> QuantTensor | Tensor:
+        """a - b = a + (-b) for two QuantTensors; anything else is plain."""
+        if isinstance(other, QuantTensor):
+            return self + ops.neg(other)
+        return self.value - other
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return other - self.value
+
+    def __mul__(self, other: Any) -> QuantTensor | Tensor:
+        """QuantTensor * QuantTensor keeps the grid when both zero points are 0; anything else is plain."""
+        if isinstance(other, QuantTensor):
+            return ops.mul(self, other)
+        return self.value * other
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return other * self.value
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return self.value / ops.unwrap(other, QuantTensor)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return other / self.value
+
+    def __neg__(self) -> QuantTensor | Tensor:
+        return ops.neg(self)
+
+    # Comparisons decay like any other op; identity hashing as for torch.Tensor.
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self.value == ops.unwrap(other, QuantTensor)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return self.value != ops.unwrap(other, QuantTensor)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return self.value < ops.unwrap(other, QuantTensor)
+
+    def __le__(self, other: Any) -> Tensor:
+        return self.value <= ops.unwrap(other, QuantTensor)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return self.value > ops.unwrap(other, QuantTensor)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return self.value >= ops.unwrap(other, QuantTensor)
+
+
+__all__ = ["QuantTensor"]
