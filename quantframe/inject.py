@@ -10,8 +10,10 @@ the injector can be swapped without touching quantizers or layers. Resolution ha
 layer construction; no forward pass touches an injector.
 """
 
+import importlib
 import inspect
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +28,9 @@ class value:  # noqa: N801 - lower case like the decorator it stands for
     def __init__(self, fn: Callable[..., Any]):
         self.fn = fn
 
+    def __reduce__(self) -> tuple:
+        return _reduce_marker(self)
+
 
 class solver:  # noqa: N801
     """Marks an enum-to-component rule: a function of attributes returning the component class to build.
@@ -38,6 +43,33 @@ class solver:  # noqa: N801
 
     def __init__(self, fn: Callable[..., Any]):
         self.fn = fn
+
+    def __reduce__(self) -> tuple:
+        return _reduce_marker(self)
+
+
+def _find_marker(module: str, qualname: str) -> Any:
+    """The object at `module:qualname` (a decorated marker is found under its function's name)."""
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _reduce_marker(marker: Any) -> tuple:
+    """Pickle a module- or class-level marker by reference.
+
+    `@value def f` leaves the marker, not `f`, under f's name, so pickling `f` by reference fails
+    ("not the same object"); the marker itself is what that name holds. Other markers (built
+    inline) are rebuilt from their function.
+    """
+    fn = marker.fn
+    try:
+        if _find_marker(fn.__module__, fn.__qualname__) is marker:
+            return (_find_marker, (fn.__module__, fn.__qualname__))
+    except (AttributeError, ImportError, TypeError):
+        pass
+    return (type(marker), (fn,))
 
 
 class QuantizerResolutionError(ValueError):
@@ -79,8 +111,12 @@ def quantizer_attributes(quant: type) -> dict[str, Any]:
 
 
 def attribute_providers(name: str, root: type = QuantInjector) -> list[str]:
-    """Names of the known quantizer classes and mixins that define attribute `name`."""
-    found, stack, seen = [], [root], set()
+    """Names of the importable quantizer classes and mixins that define attribute `name`.
+
+    Mixins (classes without a `quant_role`) come first: they are what a user composes from.
+    Classes built at run time (`let`, `from_spec`) are left out: they cannot be imported.
+    """
+    found, stack, seen = set(), [root], set()
     while stack:
         klass = stack.pop()
         for sub in klass.__subclasses__():
@@ -88,18 +124,30 @@ def attribute_providers(name: str, root: type = QuantInjector) -> list[str]:
                 continue
             seen.add(sub)
             stack.append(sub)
-            if name in vars(sub) and not sub.__name__.startswith("_"):
-                found.append(sub.__name__)
-    return sorted(set(found))
+            if name in vars(sub) and not sub.__name__.startswith("_") and _importable(sub):
+                found.add(sub)
+    ordered = sorted(found, key=lambda k: (getattr(k, "quant_role", None) is not None, k.__name__))
+    return list(dict.fromkeys(k.__name__ for k in ordered))
 
 
-def _call_with_attributes(fn: Callable[..., Any], attrs: dict[str, Any], quant_name: str) -> Any:
+def _importable(klass: type) -> bool:
+    if klass.__module__ not in sys.modules:
+        return False
+    try:
+        return _find_marker(klass.__module__, klass.__qualname__) is klass
+    except AttributeError:
+        return False
+
+
+def _call_with_attributes(
+    fn: Callable[..., Any], attrs: dict[str, Any], quant_name: str, needed_by: str | None = None
+) -> Any:
     kwargs = {}
     for param in inspect.signature(fn).parameters.values():
         if param.name in attrs:
             kwargs[param.name] = _plain(attrs[param.name], attrs, quant_name)
         elif param.default is inspect.Parameter.empty:
-            raise _missing(quant_name, param.name, fn.__name__)
+            raise _missing(quant_name, param.name, needed_by or fn.__name__)
     return fn(**kwargs)
 
 
@@ -135,7 +183,7 @@ def evaluate_solvers(quant_name: str, attrs: dict[str, Any]) -> dict[str, Any]:
     for name, attr in attrs.items():
         if isinstance(attr, solver):
             try:
-                out[name] = _call_with_attributes(attr.fn, out, quant_name)
+                out[name] = _call_with_attributes(attr.fn, out, quant_name, name)
             except QuantizerResolutionError as exc:
                 out[name] = _Unresolved(exc)
     return out

@@ -1,9 +1,9 @@
-"""What each operation does to a QuantTensor's metadata: arithmetic rules and the `__torch_function__` table.
+"""What shape ops and torch functions do to a QuantTensor's metadata: the `__torch_function__` table.
 
-The functions never import `quantframe.tensor` (which imports them): handlers receive the QuantTensor
-class from `__torch_function__` and build results with `type(qt)(...)`. An op keeps a QuantTensor only
-where the output still lies on a known integer grid; everywhere else it *decays*: every QuantTensor in
-the arguments is replaced by its `.value` and the plain torch function runs.
+Nothing here imports `quantframe.tensor` (which imports this): handlers receive the QuantTensor class
+from `__torch_function__` and build results with `type(qt)(...)`. An op keeps a QuantTensor only where
+its output still lies on a known integer grid; everywhere else it *decays*: every QuantTensor in the
+arguments is replaced by its `.value` and the plain torch function runs.
 
 Integer grids used below (b = bit width): signed [-2^(b-1), 2^(b-1) - 1], unsigned [0, 2^b - 1],
 and 1-bit signed is bipolar {-1, +1}.
@@ -70,14 +70,9 @@ def is_complete(qt: Any) -> bool:
 
 
 def _replace(qt: Any, value: Tensor, **changes: Any) -> Any:
-    fields = {
-        "scale": qt.scale,
-        "zero_point": qt.zero_point,
-        "bit_width": qt.bit_width,
-        "signed": qt.signed,
-        "training": qt.training,
-    }
-    fields.update(changes)
+    """A QuantTensor around value with qt's metadata, some fields changed."""
+    fields = {"scale": qt.scale, "zero_point": qt.zero_point, "bit_width": qt.bit_width}
+    fields.update(signed=qt.signed, training=qt.training, **changes)
     return type(qt)(value, **fields)
 
 
@@ -94,7 +89,8 @@ def _split_input(cls: type, args: tuple, kwargs: dict) -> tuple[Any, tuple, dict
     return rest.pop("input", None), (), rest
 
 
-def _equal(x: Tensor, y: Tensor) -> bool:
+def equal(x: Tensor, y: Tensor) -> bool:
+    """Exact equality of two metadata tensors that broadcast together."""
     if x is y:
         return True
     try:
@@ -111,14 +107,16 @@ def _zero_is_on_grid(qt: Any) -> bool:
     return not (qt.signed and bool((qt.bit_width == 1).any()))
 
 
-def _grid_bits(qt: Any, signed_out: bool, bipolar_as_two: bool) -> Tensor:
+def grid_bits(qt: Any, signed_out: bool, bipolar_as_two: bool) -> Tensor:
     """Bits qt's integers need in a grid of signedness signed_out.
 
     Unsigned b-bit integers need b + 1 bits in a signed grid (255 is not an int8). Bipolar {-1, +1}
     counts as 2 signed bits where its integers are summed (1 + 1 is not a bipolar level).
     """
     if qt.signed:
-        return torch.where(qt.bit_width == 1, qt.bit_width + 1, qt.bit_width) if bipolar_as_two else qt.bit_width
+        if not bipolar_as_two:
+            return qt.bit_width
+        return torch.where(qt.bit_width == 1, qt.bit_width + 1, qt.bit_width)
     return qt.bit_width + 1 if signed_out else qt.bit_width
 
 
@@ -143,18 +141,46 @@ def map_metadata(qt: Any, out: Tensor, per_channel: Callable[[Tensor], Tensor]) 
     return type(qt)(out, one(qt.scale), one(qt.zero_point), one(qt.bit_width), qt.signed, qt.training)
 
 
-def reshape_like(qt: Any, out: Tensor) -> Any:
-    """After view/reshape/flatten: per-channel metadata is expanded to the value's shape and reshaped too.
+def _reshape_metadata(meta: Tensor, in_shape: torch.Size, out_shape: torch.Size) -> Tensor:
+    """Reshape a broadcast metadata tensor along with a value reshaped from in_shape to out_shape.
 
-    Reshapes keep the elements' row-major order, so the expanded metadata reshaped the same way stays
-    aligned element by element (this may copy the metadata to the value's size; it is always exact).
+    A reshape splits the dims into groups of consecutive dims whose sizes multiply to the same number
+    on both sides, and reorders nothing inside a group. A group where meta is constant (size 1 on
+    all its dims) stays size 1; any other group is expanded to the value's sizes and reshaped like it.
+    So (1, C, 1, 1) reshaped with (N, C, H, W) -> (N, C, H*W) gives (1, C, 1), without a copy.
     """
-    shape = qt.value.shape
-    return map_metadata(qt, out, lambda meta: meta.expand(shape).reshape(out.shape))
+    if 0 in in_shape:
+        return meta.expand(in_shape).reshape(out_shape)
+    meta = left_pad(meta, len(in_shape))
+    expand_to, new_shape = list(meta.shape), []
+    i = j = 0
+    while i < len(in_shape) or j < len(out_shape):
+        i0, j0, size_in, size_out = i, j, 1, 1
+        if i < len(in_shape):
+            size_in, i = in_shape[i], i + 1
+        if j < len(out_shape):
+            size_out, j = out_shape[j], j + 1
+        while size_in != size_out:
+            if size_in < size_out:
+                size_in, i = size_in * in_shape[i], i + 1
+            else:
+                size_out, j = size_out * out_shape[j], j + 1
+        if all(meta.shape[d] == 1 for d in range(i0, i)):
+            new_shape += [1] * (j - j0)
+        else:
+            expand_to[i0:i] = in_shape[i0:i]
+            new_shape += out_shape[j0:j]
+    return meta.expand(expand_to).reshape(new_shape)
+
+
+def reshape_like(qt: Any, out: Tensor) -> Any:
+    """After view/reshape/flatten: per-channel metadata reshaped consistently (see `_reshape_metadata`)."""
+    in_shape = qt.value.shape
+    return map_metadata(qt, out, lambda meta: _reshape_metadata(meta, in_shape, out.shape))
 
 
 def same_op(qt: Any, out: Tensor, op: Callable[[Tensor], Tensor]) -> Any:
-    """After transpose/permute/unsqueeze: op on the metadata padded to the value's ndim (still a broadcast)."""
+    """After transpose/permute/unsqueeze: op on the metadata padded to the value's ndim (no copy)."""
     ndim = qt.value.dim()
     return map_metadata(qt, out, lambda meta: op(left_pad(meta, ndim)))
 
@@ -180,65 +206,15 @@ def index(qt: Any, key: Any) -> Any:
     return map_metadata(qt, qt.value[key], lambda meta: meta.expand(shape)[key])
 
 
-# ---------------------------------------------------------------- arithmetic
-
-
-def add(a: Any, b: Any) -> Any:
-    """a + b of two QuantTensors: integers add, so zero points add and bit width = max(b1, b2) + 1.
-
-    Mixed signedness counts an unsigned operand as b + 1 signed bits, bipolar as 2 bits (else the sum
-    could leave the grid). Eval mode needs equal scales; training mode averages them (may be invalid).
-    """
-    if not (is_complete(a) and is_complete(b)):
-        return a.value + b.value
-    training = bool(a.training) or bool(b.training)
-    if not training and not _equal(a.scale, b.scale):
-        raise ValueError(
-            f"cannot add QuantTensors with different scales in eval mode: scale {describe(a.scale)} "
-            f"vs scale {describe(b.scale)}; requantize one operand to the other's scale"
-        )
-    signed = bool(a.signed or b.signed)
-    bit_width = torch.maximum(_grid_bits(a, signed, True), _grid_bits(b, signed, True)) + 1
-    # (s + s) / 2 == s exactly in binary floating point, so equal scales come back unchanged.
-    scale = (a.scale + b.scale) / 2
-    return type(a)(a.value + b.value, scale, a.zero_point + b.zero_point, bit_width, signed, training)
-
-
-def mul(a: Any, b: Any) -> Any:
-    """a * b of two QuantTensors with zero points 0: scales multiply, bit widths add; else a plain tensor."""
-    if not (is_complete(a) and is_complete(b)):
-        return a.value * b.value
-    if bool((a.zero_point != 0).any()) or bool((b.zero_point != 0).any()):
-        return a.value * b.value
-    return type(a)(
-        a.value * b.value,
-        a.scale * b.scale,
-        a.zero_point * b.zero_point,
-        a.bit_width + b.bit_width,
-        bool(a.signed or b.signed),
-        bool(a.training) or bool(b.training),
-    )
-
-
-def neg(a: Any) -> Any:
-    """-a: signed, zero point negated; an unsigned b-bit input needs b + 1 bits, a signed one keeps b.
-
-    Negating the most negative level -2^(b-1) of a non-narrow signed grid leaves the grid by one
-    level; the bit width is kept anyway so that negation does not grow signed tensors.
-    """
-    if not is_complete(a):
-        return -a.value
-    bit_width = a.bit_width if a.signed else a.bit_width + 1
-    return type(a)(-a.value, a.scale, -a.zero_point, bit_width, True, a.training)
-
-
 # ---------------------------------------------------------------- torch functions
 
 
 def _flat_in_last(qt: Any, count: int) -> bool:
     """Whether every metadata tensor has size 1 in the value's last `count` dims (the ones the op mixes)."""
     for meta in (qt.scale, qt.zero_point, qt.bit_width):
-        if meta is not None and meta.numel() > 1 and any(s != 1 for s in meta.shape[max(meta.dim() - count, 0) :]):
+        if meta is None or meta.numel() == 1:
+            continue
+        if any(size != 1 for size in meta.shape[max(meta.dim() - count, 0) :]):
             return False
     return True
 
@@ -255,6 +231,7 @@ def _keep_grid(cls: type, func: Callable, args: tuple, kwargs: dict, mixed_dims:
 
 
 def _pooling_handler(spatial_dims: int) -> Handler:
+    """Max pooling selects elements of each channel: metadata kept (with_indices: (QuantTensor, indices))."""
     return lambda cls, func, args, kwargs: _keep_grid(cls, func, args, kwargs, spatial_dims)
 
 
@@ -312,7 +289,8 @@ def _pad(cls: type, func: Callable, args: tuple, kwargs: dict) -> Any:
 def _interpolate(cls: type, func: Callable, args: tuple, kwargs: dict) -> Any:
     """Nearest-neighbour resampling only copies elements (F.upsample* call interpolate)."""
     qt = args[0] if args else kwargs.get("input")
-    if not isinstance(qt, cls) or _arg(args, kwargs, 3, "mode", "nearest") not in ("nearest", "nearest-exact"):
+    mode = _arg(args, kwargs, 3, "mode", "nearest")
+    if not isinstance(qt, cls) or mode not in ("nearest", "nearest-exact"):
         return decay(cls, func, args, kwargs)
     return _keep_grid(cls, func, args, kwargs, qt.value.dim() - 2)
 
@@ -354,7 +332,7 @@ def _avg_pool_handler(spatial_dims: int) -> Handler:
             kernel = kernel * spatial_dims
         count = math.prod(kernel)
         growth = (count - 1).bit_length()  # ceil(log2(count)), exact in integers
-        bit_width = _grid_bits(qt, bool(qt.signed), True) + growth
+        bit_width = grid_bits(qt, bool(qt.signed), True) + growth
         out = decay(cls, func, args, kwargs)
         return _replace(qt, out, scale=qt.scale / count, bit_width=bit_width)
 
@@ -368,7 +346,7 @@ _register(F.avg_pool3d)(_avg_pool_handler(3))
 
 def _common(metas: list[Tensor], average: bool) -> Tensor | None:
     """The shared metadata tensor, their mean when average is set, or None when they differ."""
-    if all(_equal(metas[0], meta) for meta in metas[1:]):
+    if all(equal(metas[0], meta) for meta in metas[1:]):
         return metas[0]
     if not average:
         return None
@@ -396,7 +374,7 @@ def _cat(cls: type, func: Callable, args: tuple, kwargs: dict) -> Any:
         return decay(cls, func, args, kwargs)
     bit_width = None
     for t in tensors:
-        bits = _grid_bits(t, signed, False)
+        bits = grid_bits(t, signed, False)
         bit_width = bits if bit_width is None else torch.maximum(bit_width, bits)
     ndim = tensors[0].value.dim()
     metas = [left_pad(m, ndim) if m.numel() > 1 else m for m in (scale, zero_point, bit_width)]
@@ -427,7 +405,9 @@ _register(torch.transpose, torch.swapaxes, torch.swapdims, torch.permute, torch.
         lambda qt, func, rest, kw: same_op(qt, func(qt.value, *rest, **kw), lambda m: func(m, *rest, **kw))
     )
 )
-_register(torch.squeeze)(_shape_handler(lambda qt, func, rest, kw: squeeze(qt, _arg(rest, kw, 0, "dim", None))))
+_register(torch.squeeze)(
+    _shape_handler(lambda qt, func, rest, kw: squeeze(qt, _arg(rest, kw, 0, "dim", None)))
+)
 
 
 # Arithmetic functions: the operator rules when both operands are QuantTensors and nothing else is passed.
@@ -440,13 +420,13 @@ def _binary_handler(rule: Callable[[Any, Any], Any]) -> Handler:
     return handler
 
 
-_register(torch.add)(_binary_handler(add))
+_register(torch.add)(_binary_handler(lambda a, b: a + b))
 _register(torch.sub, torch.subtract)(_binary_handler(lambda a, b: a - b))
-_register(torch.mul, torch.multiply)(_binary_handler(mul))
+_register(torch.mul, torch.multiply)(_binary_handler(lambda a, b: a * b))
 
 
 @_register(torch.neg, torch.negative)
 def _neg(cls: type, func: Callable, args: tuple, kwargs: dict) -> Any:
     if len(args) == 1 and not kwargs and isinstance(args[0], cls):
-        return neg(args[0])
+        return -args[0]
     return decay(cls, func, args, kwargs)

@@ -57,8 +57,8 @@ def negative_min(x: Tensor, keep_dims: tuple[int, ...] = ()) -> Tensor:
 def _kth_largest(flat: Tensor, q: float) -> Tensor:
     """The q-th percentile of each row, by rank: k = floor(q/100 * n + 0.5) (at least 1).
 
-    The top of a distribution is found with `topk` of the few values above it, not a full
-    sort: the 99.999th percentile of 2M values is the 21st largest.
+    The top (or bottom) of a distribution is found with `topk` of the few values beyond it,
+    not a full sort: the 99.999th percentile of 2M values is the 21st largest.
     """
     n = flat.shape[1]
     k = min(max(int(math.floor(0.01 * q * n + 0.5)), 1), n)
@@ -68,13 +68,31 @@ def _kth_largest(flat: Tensor, q: float) -> Tensor:
     return flat.topk(k, dim=1, largest=False, sorted=False).values.amax(dim=1)
 
 
+def _kth_largest_of_tensor(x: Tensor, q: float) -> Tensor:
+    """Per-tensor `_kth_largest`, parallel over the leading dimension.
+
+    The m largest values of a tensor are among the m largest of each of its rows, so a topk
+    per row (rows run in parallel) followed by a topk of the survivors gives the exact answer.
+    """
+    n = x.numel()
+    k = min(max(int(math.floor(0.01 * q * n + 0.5)), 1), n)
+    m, largest = (n - k + 1, True) if n - k + 1 <= k else (k, False)
+    rows = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
+    if rows.shape[0] > 1 and rows.shape[1] > 4 * m:
+        survivors = rows.topk(m, dim=1, largest=largest, sorted=False).values.reshape(1, -1)
+    else:
+        survivors = rows.reshape(1, -1)
+    picked = survivors.topk(m, dim=1, largest=largest, sorted=False).values
+    return picked.amin() if largest else picked.amax()
+
+
 def percentile(x: Tensor, q: float, keep_dims: tuple[int, ...] = (), absolute: bool = True) -> Tensor:
     """The q-th percentile of |x| (or of x when `absolute` is False)."""
-    flat = x.reshape(1, -1) if not keep_dims else _keep_view(x, keep_dims)
     if absolute:
-        flat = flat.abs()
-    value = _kth_largest(flat, q)
-    return value.reshape(()) if not keep_dims else _broadcast(value, x, keep_dims)
+        x = x.abs()
+    if not keep_dims:
+        return _kth_largest_of_tensor(x, q)
+    return _broadcast(_kth_largest(_keep_view(x, keep_dims), q), x, keep_dims)
 
 
 class AbsMaxStats(nn.Module):
