@@ -32,7 +32,8 @@ def main() -> None:
     learned.train()
     learned(act.detach())  # collect one step
     learned(act.detach())  # switch to the learned scale
-    collecting = ActQuantProxy(Int8ActPerTensorFloat, {"collect_stats_steps": 10**9}, "bench", None, "act_quant")
+    never_done = {"collect_stats_steps": 10**9}
+    collecting = ActQuantProxy(Int8ActPerTensorFloat, never_done, "bench", None, "act_quant")
     collecting.train()
     scale = learned.scale().detach().clone().requires_grad_(True)
     zero = torch.zeros(1)
@@ -41,7 +42,7 @@ def main() -> None:
         return torch._fake_quantize_learnable_per_tensor_affine(x, scale.reshape(1), zero, -128, 127, 1.0)
 
     def torch_fixed(x):  # noqa: ANN001, ANN202
-        return torch.fake_quantize_per_tensor_affine(x, float(scale), 0, -128, 127)
+        return torch.fake_quantize_per_tensor_affine(x, float(scale.detach()), 0, -128, 127)
 
     workloads = {
         "torch.fake_quantize_per_tensor_affine": fwd_bwd(torch_fixed, act),
@@ -70,7 +71,8 @@ def main() -> None:
         "quantframe Int8WeightPerTensorFloat": fwd_bwd(lambda w: wt(w).value, weight),
         "quantframe Int8WeightPerChannelFloat": fwd_bwd(lambda w: wc(w).value, weight),
     }
-    report("fake_quant: weight 64x64x3x3 fwd+bwd", compare(weights, baseline="torch.fake_quantize_per_channel_affine"))
+    baseline = "torch.fake_quantize_per_channel_affine"
+    report("fake_quant: weight 64x64x3x3 fwd+bwd", compare(weights, baseline=baseline))
 
 
 if __name__ == "__main__":

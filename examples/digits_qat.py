@@ -82,7 +82,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return (model(x).argmax(dim=1) == y).float().mean().item() * 100
 
 
-def run(float_epochs: int = 30, qat_epochs: int = 15, weight_bit_width: int = 4, show_progress: bool = True) -> dict:
+def run(
+    float_epochs: int = 30, qat_epochs: int = 15, weight_bit_width: int = 4, show_progress: bool = True
+) -> dict:
     """Train float, then QAT from the float weights; returns test accuracies in percent."""
     torch.manual_seed(0)
     x_train, y_train, x_test, y_test = digits_data()

@@ -1,0 +1,75 @@
+"""One QAT training step (fwd+bwd+SGD, batch 32, 3x32x32, 8-bit weights and activations) vs float.
+
+Both while activation statistics are collected and after the switch to learned scales; also
+the peak resident memory added by 3 training steps, each model in a fresh process.
+Targets: <= 1.2x time in both phases, <= 1.5x peak memory.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _models import brevitas_resnet18, finish_statistics, float_resnet18, quant_resnet18  # noqa: E402
+from _timing import brevitas_available, compare, report, setup  # noqa: E402
+
+BUILDERS = {"float torch": float_resnet18, "quantframe": quant_resnet18, "brevitas": brevitas_resnet18}
+
+
+def step_fn(model: nn.Module, batch: int = 32):  # noqa: ANN201
+    x = torch.randn(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    model.train()
+
+    def step() -> None:
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def peak_memory_added(name: str) -> float:
+    """Peak RSS added by 3 training steps, in MiB, measured in a fresh interpreter."""
+    code = (
+        f"import sys, resource; sys.path.insert(0, {str(Path(__file__).parent)!r}); import qat_step as q; "
+        f"q.setup(); m = q.BUILDERS[{name!r}](); s = q.step_fn(m); "
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; [s() for _ in range(3)]; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return int(out.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    setup()
+    names = ["float torch", "quantframe"] + (["brevitas"] if brevitas_available() else [])
+    models = {name: BUILDERS[name]() for name in names}
+    steps = {name: step_fn(model) for name, model in models.items()}
+    report("qat_step: collecting statistics", compare(steps, baseline="float torch", warmup=3, repeats=20))
+    for name in names[1:]:
+        if name == "quantframe":
+            finish_statistics(models[name])
+        else:  # Brevitas: run past its collection phase
+            for module in models[name].modules():
+                if hasattr(module, "collect_stats_steps"):
+                    module.counter = module.collect_stats_steps + 1
+    report("qat_step: learned scales", compare(steps, baseline="float torch", warmup=3, repeats=20))
+    memory = {name: peak_memory_added(name) for name in names}
+    ratios = {name: memory[name] / memory["float torch"] for name in names}
+    print("\npeak RSS added by 3 training steps (MiB):")
+    for name in names:
+        print(f"  {name:<14}{memory[name]:>10.1f}   ratio {ratios[name]:.3f}")
+    print(json.dumps({"benchmark": "qat_step peak memory", "mib": memory, "ratio": ratios}))
+    _ = resource  # (the subprocesses use it)
+
+
+if __name__ == "__main__":
+    main()
