@@ -48,8 +48,8 @@ class solver:  # noqa: N801
         return _reduce_marker(self)
 
 
-def _find_marker(module: str, qualname: str) -> Any:
-    """The object at `module:qualname` (a decorated marker is found under its function's name)."""
+def _lookup(module: str, qualname: str) -> Any:
+    """The object importable as `module:qualname` (a decorated marker sits under its function's name)."""
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
@@ -65,8 +65,8 @@ def _reduce_marker(marker: Any) -> tuple:
     """
     fn = marker.fn
     try:
-        if _find_marker(fn.__module__, fn.__qualname__) is marker:
-            return (_find_marker, (fn.__module__, fn.__qualname__))
+        if _lookup(fn.__module__, fn.__qualname__) is marker:
+            return (_lookup, (fn.__module__, fn.__qualname__))
     except (AttributeError, ImportError, TypeError):
         pass
     return (type(marker), (fn,))
@@ -134,9 +134,34 @@ def _importable(klass: type) -> bool:
     if klass.__module__ not in sys.modules:
         return False
     try:
-        return _find_marker(klass.__module__, klass.__qualname__) is klass
+        return _lookup(klass.__module__, klass.__qualname__) is klass
     except AttributeError:
         return False
+
+
+class _PortableClass:
+    """Pickles as the recipe of a quantizer class built at run time, and unpickles as that class.
+
+    `Q.let(bit_width=4)` and `from_spec(...)` make classes that no module holds, so pickle cannot
+    find them by name; this stands in for one in a pickled proxy and rebuilds it with `type()`.
+    """
+
+    __slots__ = ("klass",)
+
+    def __init__(self, klass: type):
+        self.klass = klass
+
+    def __reduce__(self) -> tuple:
+        klass = self.klass
+        namespace = {k: v for k, v in vars(klass).items() if k not in ("__dict__", "__weakref__")}
+        return (type, (klass.__name__, tuple(portable_class(b) for b in klass.__bases__), namespace))
+
+
+def portable_class(klass: Any) -> Any:
+    """`klass` itself when pickle can find it by name, else a stand-in that unpickles as a rebuilt copy."""
+    if not isinstance(klass, type) or _importable(klass):
+        return klass
+    return _PortableClass(klass)
 
 
 def _call_with_attributes(

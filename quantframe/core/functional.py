@@ -115,12 +115,19 @@ def can_fuse(x: Tensor, scale: Tensor, min_value: int, max_value: int) -> bool:
 def binary_quant(x: Tensor, scale: Tensor) -> Tensor:
     """Bipolar quantization: scale * sign(x) with sign(0) = +1; straight-through gradient inside |x| <= scale."""
     sign = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-    clipped = torch.clamp(x, -scale, scale)
-    return clipped + (sign * scale - clipped).detach()
+    return _straight_through(torch.clamp(x, -scale, scale), sign * scale)
 
 
 def ternary_quant(x: Tensor, scale: Tensor, threshold: float) -> Tensor:
     """Ternary quantization: scale * {-1, 0, +1} with |x| > threshold * scale; straight-through gradient."""
     levels = (x > threshold * scale).to(x.dtype) - (x < -threshold * scale).to(x.dtype)
-    clipped = torch.clamp(x, -scale, scale)
-    return clipped + (levels * scale - clipped).detach()
+    return _straight_through(torch.clamp(x, -scale, scale), levels * scale)
+
+
+def _straight_through(surrogate: Tensor, exact: Tensor) -> Tensor:
+    """`exact`'s values with `surrogate`'s gradient.
+
+    Written as (surrogate - surrogate) + exact rather than surrogate + (exact - surrogate): the
+    first is exactly `exact` in floating point, the second can miss it by a rounding.
+    """
+    return (surrogate - surrogate.detach()) + exact.detach()

@@ -15,6 +15,15 @@ from quantframe.core.ste import ceil_ste
 from quantframe.enums import RestrictValueType
 
 
+def log2_positive(threshold: Tensor) -> Tensor:
+    """log2 of a threshold floored at the dtype's smallest normal number.
+
+    An all-zero tensor has threshold 0: log2(0) = -inf would make a learned scale -inf for good
+    and its gradient NaN (0 * inf); the floor keeps both finite (the scale floor applies later).
+    """
+    return torch.log2(torch.clamp_min(threshold, torch.finfo(threshold.dtype).tiny))
+
+
 class _Restrict(nn.Module):
     def __init__(self):  # an explicit signature, so constructor injection can build it
         super().__init__()
@@ -34,7 +43,7 @@ class LogFloatRestrict(_Restrict):
     """Stored as log2(threshold), so a learned scale stays positive: scale = 2^stored / divisor."""
 
     def to_domain(self, threshold: Tensor) -> Tensor:
-        return torch.log2(threshold)
+        return log2_positive(threshold)
 
     def to_scale(self, stored: Tensor, divisor: Tensor | int, min_scale: float) -> Tensor:
         return torch.clamp_min(torch.exp2(stored) / divisor, min_scale)
@@ -44,7 +53,7 @@ class PowerOfTwoRestrict(_Restrict):
     """Fixed point: scale = 2^ceil(log2(threshold / divisor)), stored as log2(threshold)."""
 
     def to_domain(self, threshold: Tensor) -> Tensor:
-        return torch.log2(threshold)
+        return log2_positive(threshold)
 
     def to_scale(self, stored: Tensor, divisor: Tensor | int, min_scale: float) -> Tensor:
         log_divisor = torch.log2(divisor) if isinstance(divisor, Tensor) else math.log2(divisor)

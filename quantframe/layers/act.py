@@ -75,6 +75,10 @@ class QuantHardTanh(QuantActivation):
     def __init__(self, act_quant: Any = Int8ActPerTensorFloat, input_quant: Any = None,
                  return_quant_tensor: bool = False, min_val: float = -1.0, max_val: float = 1.0,
                  **kwargs: Any):
+        if isinstance(act_quant, type):
+            # The range also initialises a quantizer that reads it (Int8ActPerTensorFloatMinMaxInit).
+            kwargs.setdefault("act_min_val", min_val)
+            kwargs.setdefault("act_max_val", max_val)
         super().__init__(nn.Hardtanh(min_val, max_val), act_quant, input_quant, return_quant_tensor, **kwargs)
 
 

@@ -4,6 +4,7 @@ from typing import Any
 
 from torch import Tensor
 
+from quantframe.core.functional import threshold_divisor
 from quantframe.proxy.base import QuantProxy
 from quantframe.tensor import QuantTensor
 
@@ -27,7 +28,10 @@ class ActQuantProxy(QuantProxy):
         if self.tensor_quant is None:
             return None
         tq = self.tensor_quant
-        return tq.scaling_impl.current_scale(getattr(tq, "divisor", 1))
+        divisor = getattr(tq, "divisor", 1)
+        if not getattr(getattr(tq, "bit_width_impl", None), "is_const", True):  # a learned bit width
+            divisor = threshold_divisor(tq.bit_width_impl(), tq.signed, tq.narrow_range)
+        return tq.scaling_impl.current_scale(divisor)
 
     def zero_point(self) -> Tensor | None:
         """The current zero point (0 for symmetric quantizers)."""

@@ -4,7 +4,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from quantframe.inject import portable_class
 from quantframe.proxy.resolve import check_quantizer, resolve_tensor_quant
+from quantframe.proxy.state_dict import ignore_missing_quantizer_keys
 
 
 class QuantProxy(nn.Module):
@@ -15,6 +17,7 @@ class QuantProxy(nn.Module):
     """
 
     role = ""
+    owns_quantizer_state = True  # its keys may be absent from a float state_dict (IGNORE_MISSING_KEYS)
 
     def __init__(
         self,
@@ -25,6 +28,7 @@ class QuantProxy(nn.Module):
         argument: str = "",
     ):
         super().__init__()
+        ignore_missing_quantizer_keys(self)
         self.owner = owner
         self.export_handler: Any = None
         self.quant_class = quant
@@ -39,6 +43,12 @@ class QuantProxy(nn.Module):
         self.attributes, self.tensor_quant = resolve_tensor_quant(quant, overrides or {}, context or {}, owner)
         self.signed = bool(self.tensor_quant.signed)
         self.narrow_range = bool(self.tensor_quant.narrow_range)
+
+    def __getstate__(self) -> dict:
+        # A quantizer made at run time (`Q.let(...)`, `from_spec`) is pickled as its recipe.
+        state = dict(super().__getstate__())
+        state["quant_class"] = portable_class(state.get("quant_class"))
+        return state
 
     @property
     def quant_name(self) -> str:

@@ -76,14 +76,16 @@ class WeightQuantProxy(QuantProxy):
     def _cache_key(self, weight: Tensor) -> tuple:
         state = tuple(t._version for t in self.tensor_quant.parameters())
         tracked = tuple((w.data_ptr(), w._version) for w in self.tracked) if len(self.tracked) > 1 else ()
-        return (weight.data_ptr(), weight._version, weight.dtype, weight.device, state, tracked)
+        # shape and stride too: id() of a dead view can be reused by another view of the same storage
+        where = (weight.data_ptr(), weight._version, weight.shape, weight.stride())
+        return (*where, weight.dtype, weight.device, state, tracked)
 
     def train(self, mode: bool = True) -> "WeightQuantProxy":
         self._cache.clear()
         return super().train(mode)
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["_cache"] = {}
         return state
 

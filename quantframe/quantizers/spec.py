@@ -189,12 +189,7 @@ def from_spec(spec: QuantizerSpec | dict | str) -> type:
         spec = QuantizerSpec.model_validate(spec)
     attrs: dict[str, Any] = {}
     for name, raw in spec.attributes.items():
-        if name in ENUM_ATTRIBUTES and isinstance(raw, str):
-            attrs[name] = ENUM_ATTRIBUTES[name][raw]
-        elif isinstance(raw, list):
-            attrs[name] = tuple(raw)
-        else:
-            attrs[name] = raw
+        attrs[name] = tuple(raw) if isinstance(raw, list) else raw  # enum names: validate_attributes
     for name, path in spec.components.items():
         kind, sep, rest = path.partition("=")
         if sep and kind in ("value", "solver"):
@@ -203,5 +198,5 @@ def from_spec(spec: QuantizerSpec | dict | str) -> type:
             attrs[name] = target if isinstance(target, value | solver) else wrap(target)
         else:
             attrs[name] = _import(path)
-    validate_attributes(spec.name, attrs)
+    attrs = validate_attributes(spec.name, attrs)
     return type(spec.name, (QuantBase,), attrs)
