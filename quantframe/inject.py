@@ -214,15 +214,20 @@ def evaluate_solvers(quant_name: str, attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build(quant: type, attrs: dict[str, Any], target: str) -> Any:
-    """Build `target` (a component tree) from resolved attributes by constructor injection."""
+def make_injector(attrs: dict[str, Any]) -> type:
+    """The `dependencies` injector for resolved attributes (reusable: it builds fresh components per access)."""
     injected = {
         name: dependencies.value(attr.fn) if isinstance(attr, value) else attr
         for name, attr in attrs.items()
         if not isinstance(attr, _Unresolved)
     }
+    return dependencies.Injector.let(**injected)
+
+
+def build(quant: type, attrs: dict[str, Any], target: str, injector: type | None = None) -> Any:
+    """Build `target` (a component tree) from resolved attributes by constructor injection."""
     try:
-        return getattr(dependencies.Injector.let(**injected), target)
+        return getattr(injector if injector is not None else make_injector(attrs), target)
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"{quant.__name__}: {exc}") from exc
     except Exception as exc:

@@ -28,7 +28,6 @@ class QuantProxy(nn.Module):
         argument: str = "",
     ):
         super().__init__()
-        ignore_missing_quantizer_keys(self)
         self.owner = owner
         self.export_handler: Any = None
         self.quant_class = quant
@@ -40,6 +39,7 @@ class QuantProxy(nn.Module):
             self.tensor_quant = None
             return
         check_quantizer(owner, argument or f"{self.role}_quant", quant, self.role)
+        ignore_missing_quantizer_keys(self)
         self.attributes, self.tensor_quant = resolve_tensor_quant(quant, overrides or {}, context or {}, owner)
         self.signed = bool(self.tensor_quant.signed)
         self.narrow_range = bool(self.tensor_quant.narrow_range)

@@ -81,7 +81,8 @@ class WeightQuantProxy(QuantProxy):
         return (*where, weight.dtype, weight.device, state, tracked)
 
     def train(self, mode: bool = True) -> "WeightQuantProxy":
-        self._cache.clear()
+        if mode != self.training:  # a no-op switch (torch.onnx.export's eval()) keeps the cache
+            self._cache.clear()
         return super().train(mode)
 
     def __getstate__(self) -> dict:
