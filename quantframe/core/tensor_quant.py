@@ -7,6 +7,7 @@ math itself is `quantframe.core.functional`. Each returns `(value, scale, zero_p
 import torch
 from torch import Tensor, nn
 
+from quantframe.core.fake_quant import fast_fake_quant
 from quantframe.core.functional import (
     binary_quant,
     can_fuse,
@@ -70,10 +71,13 @@ class IntQuant(nn.Module):
         scale = self.scaling_impl(x if stats_input is None else stats_input, divisor)
         zero_point = self.zero_point_impl(x, scale, hi)
         value = None
-        if self.fusable_rounding and can_fuse(x, scale, lo, hi):
-            axis = fused_axis(x, scale)
-            if axis is not False and (zero_point.numel() == 1 or fused_axis(x, zero_point) == axis):
-                value = fused_fake_quant(x, scale, zero_point, lo, hi, axis)
+        if self.fusable_rounding:
+            if not x.is_cuda:  # torch's CPU fake-quant kernels are ~10x slower than the in-place chain
+                value = fast_fake_quant(x, scale, zero_point, lo, hi, self.zero_point_impl.is_zero)
+            elif can_fuse(x, scale, lo, hi):
+                axis = fused_axis(x, scale)
+                if axis is not False and (zero_point.numel() == 1 or fused_axis(x, zero_point) == axis):
+                    value = fused_fake_quant(x, scale, zero_point, lo, hi, axis)
         if value is None:
             value = reference_fake_quant(x, scale, zero_point, lo, hi, self.float_to_int_impl)
         if self.group_size is not None:
