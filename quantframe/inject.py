@@ -215,7 +215,7 @@ def evaluate_solvers(quant_name: str, attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_injector(attrs: dict[str, Any]) -> type:
-    """The `dependencies` injector for resolved attributes (reusable: it builds fresh components per access)."""
+    """The `dependencies` injector for resolved attributes; reusable: fresh components per access."""
     injected = {
         name: dependencies.value(attr.fn) if isinstance(attr, value) else attr
         for name, attr in attrs.items()

@@ -26,7 +26,8 @@ def accumulator_bit_width(
     rounded to integers first (learned bit widths are integral values carried in floats).
     """
     given_args = {
-        "input_bit_width": input_bit_width, "weight_bit_width": weight_bit_width,
+        "input_bit_width": input_bit_width,
+        "weight_bit_width": weight_bit_width,
         "inputs_per_output": inputs_per_output,
     }
     device = next((arg.device for arg in given_args.values() if isinstance(arg, Tensor)), None)

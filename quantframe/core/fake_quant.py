@@ -49,7 +49,8 @@ class _FakeQuant(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # d/ds of (clamp(round(x/s + z)) - z) s is out/s - x/s inside (straight-through), out/s outside
             if scale.numel() == 1:
-                total = torch.dot(grad.reshape(-1), out.reshape(-1)) - torch.dot(grad_x.reshape(-1), x.reshape(-1))
+                flat = torch.dot
+                total = flat(grad.reshape(-1), out.reshape(-1)) - flat(grad_x.reshape(-1), x.reshape(-1))
                 grad_scale = (total / scale).reshape(scale.shape)
             else:
                 grad_scale = (grad * out - grad_x * x).sum_to_size(scale.shape) / scale
@@ -66,7 +67,8 @@ def fast_fake_quant(
     `zero_point_is_zero` (known from the quantizer's configuration) skips the zero-point passes.
     """
     has_zero_point = not zero_point_is_zero or zero_point.requires_grad
-    if not torch.is_grad_enabled() or not (x.requires_grad or scale.requires_grad or zero_point.requires_grad):
+    needs_grad = x.requires_grad or scale.requires_grad or zero_point.requires_grad
+    if not (torch.is_grad_enabled() and needs_grad):
         out = _scaled(x, scale, zero_point, has_zero_point).round_().clamp_(lo, hi)
         if has_zero_point:
             out.sub_(zero_point)

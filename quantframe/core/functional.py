@@ -113,7 +113,7 @@ def can_fuse(x: Tensor, scale: Tensor, min_value: int, max_value: int) -> bool:
 
 
 def binary_quant(x: Tensor, scale: Tensor) -> Tensor:
-    """Bipolar quantization: scale * sign(x) with sign(0) = +1; straight-through gradient inside |x| <= scale."""
+    """Bipolar quantization: scale * sign(x), sign(0) = +1; straight-through gradient inside |x| <= scale."""
     sign = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
     return _straight_through(torch.clamp(x, -scale, scale), sign * scale)
 

@@ -95,7 +95,8 @@ class ParameterFromStatsScaling(nn.Module):
         self.collector = RunningStatistic(
             tuple(scaling_shape), collect_stats_steps, scaling_stats_momentum, scaling_init, quant_name
         )
-        self.value = nn.Parameter(restrict_impl.to_domain(torch.full(tuple(scaling_shape), float(scaling_init))))
+        init = torch.full(tuple(scaling_shape), float(scaling_init))
+        self.value = nn.Parameter(restrict_impl.to_domain(init))
 
     @property
     def learning(self) -> bool:

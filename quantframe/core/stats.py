@@ -217,8 +217,10 @@ class MSEStats(nn.Module):
                 scale = torch.clamp_min(threshold / self.divisor, 1e-12)
                 q = torch.clamp(torch.round(x / scale), self.min_value, self.max_value) * scale
                 diff = (q - x) ** 2
-                err = diff.mean() if not self.keep_dims else _broadcast(
-                    _keep_view(diff, self.keep_dims).mean(dim=1), x, self.keep_dims
+                err = (
+                    diff.mean()
+                    if not self.keep_dims
+                    else _broadcast(_keep_view(diff, self.keep_dims).mean(dim=1), x, self.keep_dims)
                 )
                 if best_err is None:
                     best_err, best = err, threshold

@@ -54,7 +54,8 @@ class IntQuant(nn.Module):
         self.min_value = min_int(bits, self.signed, self.narrow_range)
         self.max_value = max_int(bits, self.signed, self.narrow_range)
         self.divisor = threshold_divisor(bits, self.signed, self.narrow_range)
-        self.fusable_rounding = float_to_int_impl.impl_type == FloatToIntImplType.ROUND and bit_width_impl.is_const
+        rounds_half_even = float_to_int_impl.impl_type == FloatToIntImplType.ROUND
+        self.fusable_rounding = rounds_half_even and bit_width_impl.is_const
 
     def forward(self, x: Tensor, stats_input: Tensor | None = None) -> QuantOutput:
         bit_width = self.bit_width_impl()
@@ -103,7 +104,9 @@ class IntQuant(nn.Module):
 class ExternalScaleIntQuant(nn.Module):
     """Integer fake quantization with a scale given by the caller (bias: input scale x weight scale)."""
 
-    def __init__(self, bit_width_impl: nn.Module, float_to_int_impl: nn.Module, signed: bool, narrow_range: bool):
+    def __init__(
+        self, bit_width_impl: nn.Module, float_to_int_impl: nn.Module, signed: bool, narrow_range: bool
+    ):
         super().__init__()
         self.bit_width_impl = bit_width_impl
         self.float_to_int_impl = float_to_int_impl

@@ -48,33 +48,56 @@ class QuantActivation(QuantIOMixin, nn.Module):
 class QuantIdentity(QuantActivation):
     """Quantizes its input (signed 8-bit by default)."""
 
-    def __init__(self, act_quant: Any = Int8ActPerTensorFloat, input_quant: Any = None,
-                 return_quant_tensor: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        act_quant: Any = Int8ActPerTensorFloat,
+        input_quant: Any = None,
+        return_quant_tensor: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(None, act_quant, input_quant, return_quant_tensor, **kwargs)
 
 
 class QuantReLU(QuantActivation):
     """ReLU, then unsigned 8-bit quantization by default."""
 
-    def __init__(self, act_quant: Any = Uint8ActPerTensorFloat, input_quant: Any = None,
-                 return_quant_tensor: bool = False, inplace: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        act_quant: Any = Uint8ActPerTensorFloat,
+        input_quant: Any = None,
+        return_quant_tensor: bool = False,
+        inplace: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(nn.ReLU(), act_quant, input_quant, return_quant_tensor, **kwargs)
 
 
 class QuantReLU6(QuantActivation):
     """ReLU6, then unsigned 8-bit quantization by default."""
 
-    def __init__(self, act_quant: Any = Uint8ActPerTensorFloat, input_quant: Any = None,
-                 return_quant_tensor: bool = False, inplace: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        act_quant: Any = Uint8ActPerTensorFloat,
+        input_quant: Any = None,
+        return_quant_tensor: bool = False,
+        inplace: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(nn.ReLU6(), act_quant, input_quant, return_quant_tensor, **kwargs)
 
 
 class QuantHardTanh(QuantActivation):
     """HardTanh(min_val, max_val), then signed 8-bit quantization by default."""
 
-    def __init__(self, act_quant: Any = Int8ActPerTensorFloat, input_quant: Any = None,
-                 return_quant_tensor: bool = False, min_val: float = -1.0, max_val: float = 1.0,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        act_quant: Any = Int8ActPerTensorFloat,
+        input_quant: Any = None,
+        return_quant_tensor: bool = False,
+        min_val: float = -1.0,
+        max_val: float = 1.0,
+        **kwargs: Any,
+    ):
         if isinstance(act_quant, type):
             # The range also initialises a quantizer that reads it (Int8ActPerTensorFloatMinMaxInit).
             kwargs.setdefault("act_min_val", min_val)
@@ -85,14 +108,24 @@ class QuantHardTanh(QuantActivation):
 class QuantSigmoid(QuantActivation):
     """Sigmoid, then unsigned 8-bit quantization by default."""
 
-    def __init__(self, act_quant: Any = Uint8ActPerTensorFloat, input_quant: Any = None,
-                 return_quant_tensor: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        act_quant: Any = Uint8ActPerTensorFloat,
+        input_quant: Any = None,
+        return_quant_tensor: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(nn.Sigmoid(), act_quant, input_quant, return_quant_tensor, **kwargs)
 
 
 class QuantTanh(QuantActivation):
     """Tanh, then signed 8-bit quantization by default."""
 
-    def __init__(self, act_quant: Any = Int8ActPerTensorFloat, input_quant: Any = None,
-                 return_quant_tensor: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        act_quant: Any = Int8ActPerTensorFloat,
+        input_quant: Any = None,
+        return_quant_tensor: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(nn.Tanh(), act_quant, input_quant, return_quant_tensor, **kwargs)

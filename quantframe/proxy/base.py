@@ -40,7 +40,9 @@ class QuantProxy(nn.Module):
             return
         check_quantizer(owner, argument or f"{self.role}_quant", quant, self.role)
         ignore_missing_quantizer_keys(self)
-        self.attributes, self.tensor_quant = resolve_tensor_quant(quant, overrides or {}, context or {}, owner)
+        self.attributes, self.tensor_quant = resolve_tensor_quant(
+            quant, overrides or {}, context or {}, owner
+        )
         self.signed = bool(self.tensor_quant.signed)
         self.narrow_range = bool(self.tensor_quant.narrow_range)
 

@@ -31,9 +31,11 @@ class BiasQuantProxy(QuantProxy):
                     "QuantTensor input, or use a bias quantizer with its own scale such as "
                     "Int8BiasPerTensorFloatInternalScaling."
                 )
-            scale = (input_scale * weight_scale).reshape(-1) if weight_scale.numel() > 1 else (
-                input_scale * weight_scale
-            ).reshape(())
+            scale = (
+                (input_scale * weight_scale).reshape(-1)
+                if weight_scale.numel() > 1
+                else (input_scale * weight_scale).reshape(())
+            )
             value, scale, zero_point, bit_width = self.tensor_quant(bias, scale)
         else:
             value, scale, zero_point, bit_width = self.tensor_quant(bias)

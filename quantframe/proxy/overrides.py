@@ -30,15 +30,21 @@ def route_overrides(
     accepted = {prefix: accepted_attributes(q) for prefix, q in quants.items()}
     prefixes = sorted(quants, key=len, reverse=True)
     for key, val in kwargs.items():
-        target = next((p for p in prefixes if key.startswith(p + "_") and key[len(p) + 1 :] in accepted[p]), None)
+        target = next(
+            (p for p in prefixes if key.startswith(p + "_") and key[len(p) + 1 :] in accepted[p]), None
+        )
         attr = key[len(target) + 1 :] if target else None
         if target is None and unprefixed is not None and key in accepted[unprefixed]:
             target, attr = unprefixed, key
         if target is None:
             prefix = next((p for p in prefixes if key.startswith(p + "_")), None)
             if prefix is not None and quants[prefix] is None:
-                raise TypeError(f"{owner}: got {key}={val!r} but {prefix}_quant is None; set {prefix}_quant first")
-            raise TypeError(f"{owner}: unexpected keyword argument '{key}'{_did_you_mean(key, accepted, unprefixed)}")
+                raise TypeError(
+                    f"{owner}: got {key}={val!r} but {prefix}_quant is None; set {prefix}_quant first"
+                )
+            raise TypeError(
+                f"{owner}: unexpected keyword argument '{key}'{_did_you_mean(key, accepted, unprefixed)}"
+            )
         routed[target][attr] = val
     return routed
 

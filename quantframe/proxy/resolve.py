@@ -20,7 +20,9 @@ def check_quantizer(owner: str, argument: str, quant: Any, role: str) -> None:
         )
     found = getattr(quant, "quant_role", None)
     if found != role:
-        what = ROLE_NAMES.get(found, "not tied to a role (no WeightQuantSolver/ActQuantSolver/BiasQuantSolver)")
+        what = ROLE_NAMES.get(
+            found, "not tied to a role (no WeightQuantSolver/ActQuantSolver/BiasQuantSolver)"
+        )
         raise TypeError(
             f"{owner}: {argument}={quant.__name__} is {what}; {argument} needs {ROLE_NAMES[role]} "
             f"such as {ROLE_EXAMPLES[role]}"

@@ -14,7 +14,9 @@ from quantframe.quantizers.base import (
 )
 
 
-class Int8ActPerTensorFloat(IntQuant, ParamFromRuntimePercentileScaling, PerTensorFloatScaling8bit, ActQuantSolver):
+class Int8ActPerTensorFloat(
+    IntQuant, ParamFromRuntimePercentileScaling, PerTensorFloatScaling8bit, ActQuantSolver
+):
     """8-bit signed activations: threshold = 99.999th percentile of |x|, scale = threshold / 128."""
 
 
@@ -39,10 +41,12 @@ class Uint8ActPerTensorFixedPoint(
 class ShiftedUint8ActPerTensorFloat(
     UintQuant, ParamFromRuntimePercentileIntervalScaling, PerTensorFloatScaling8bit, ActQuantSolver
 ):
-    """8-bit asymmetric activations: scale over the [0.001, 99.999] percentile interval, learned zero point."""
+    """Asymmetric uint8: scale over the [0.001, 99.999] percentile interval; learned zero point."""
 
 
-class Int8ActPerTensorFloatMinMaxInit(IntQuant, ParamMinMaxInitScaling, PerTensorFloatScaling8bit, ActQuantSolver):
+class Int8ActPerTensorFloatMinMaxInit(
+    IntQuant, ParamMinMaxInitScaling, PerTensorFloatScaling8bit, ActQuantSolver
+):
     """8-bit signed activations, a learned scale initialised from `min_val`/`max_val` (set them)."""
 
 

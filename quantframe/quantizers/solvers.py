@@ -4,7 +4,7 @@ Each `@solver` maps the user's vocabulary (enums, flags) to the core component c
 implements it; each `@value` derives a setting (reduction dims, parameter shape) from others.
 """
 
-from quantframe.core import bit_width, rounding, scaling, stats, tensor_quant, zero_point
+from quantframe.core import bit_width, scaling, stats, tensor_quant, zero_point
 from quantframe.core.restrict_value import RESTRICT_IMPLS
 from quantframe.enums import (
     BitWidthImplType,
@@ -80,7 +80,7 @@ def solve_zero_point_stats_impl(zero_point_impl_type):  # noqa: ANN001, ANN201
 
 @value
 def stats_keep_dims(quant_role, scaling_per_output_channel=False, scaling_per_group=False):  # noqa: ANN001, ANN201
-    """Dims a statistic keeps: none per tensor; the channel axis (0 weights, 1 activations); (0, 1) per group."""
+    """Kept dims: none per tensor; the channel axis (0 weight, 1 activation); (0, 1) per group."""
     if scaling_per_group:
         return (0, 1)
     if scaling_per_output_channel:

@@ -124,8 +124,16 @@ def validate_attributes(quant_name: str, attrs: dict[str, Any]) -> dict[str, Any
 
 
 KNOWN_ATTRIBUTES = frozenset(
-    [*ENUM_ATTRIBUTES, *BOOL_ATTRIBUTES, *CHECKS, "threshold", "mse_search_min", "min_val", "max_val",
-     "per_channel_broadcastable_shape"]
+    [
+        *ENUM_ATTRIBUTES,
+        *BOOL_ATTRIBUTES,
+        *CHECKS,
+        "threshold",
+        "mse_search_min",
+        "min_val",
+        "max_val",
+        "per_channel_broadcastable_shape",
+    ]
 )
 
 

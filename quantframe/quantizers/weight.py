@@ -21,15 +21,21 @@ class Int8WeightPerTensorFloat(NarrowIntQuant, MaxStatsScaling, PerTensorFloatSc
     """8-bit narrow signed weights, scale = max|w| / 127."""
 
 
-class Int8WeightPerChannelFloat(NarrowIntQuant, MaxStatsScaling, PerChannelFloatScaling8bit, WeightQuantSolver):
+class Int8WeightPerChannelFloat(
+    NarrowIntQuant, MaxStatsScaling, PerChannelFloatScaling8bit, WeightQuantSolver
+):
     """8-bit narrow signed weights, one scale max|w_c| / 127 per output channel."""
 
 
-class Int8WeightPerTensorFixedPoint(NarrowIntQuant, MaxStatsScaling, PerTensorPoTScaling8bit, WeightQuantSolver):
+class Int8WeightPerTensorFixedPoint(
+    NarrowIntQuant, MaxStatsScaling, PerTensorPoTScaling8bit, WeightQuantSolver
+):
     """8-bit narrow signed weights, scale = 2^ceil(log2(max|w| / 127)) (nothing clips)."""
 
 
-class Int8WeightPerChannelFixedPoint(NarrowIntQuant, MaxStatsScaling, PerChannelPoTScaling8bit, WeightQuantSolver):
+class Int8WeightPerChannelFixedPoint(
+    NarrowIntQuant, MaxStatsScaling, PerChannelPoTScaling8bit, WeightQuantSolver
+):
     """8-bit narrow signed weights, a power-of-two scale per output channel."""
 
 
@@ -68,5 +74,7 @@ class SignedTernaryWeightPerTensorConst(ConstScalingOne, WeightQuantSolver):
     threshold = 0.5
 
 
-class Int8WeightPerTensorFloatMSE(NarrowIntQuant, MSEStatsScaling, PerTensorFloatScaling8bit, WeightQuantSolver):
+class Int8WeightPerTensorFloatMSE(
+    NarrowIntQuant, MSEStatsScaling, PerTensorFloatScaling8bit, WeightQuantSolver
+):
     """8-bit narrow signed weights with the threshold that minimises the MSE of the quantized weights."""

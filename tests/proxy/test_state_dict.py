@@ -6,8 +6,8 @@ from torch import nn
 
 from quantframe import config
 from quantframe.layers import QuantConv2d, QuantLinear, QuantReLU
-from quantframe.proxy.state_dict import ignore_missing_quantizer_keys
 from quantframe.proxy.act import act_proxy
+from quantframe.proxy.state_dict import ignore_missing_quantizer_keys
 from quantframe.quantizers import Int8ActPerTensorFloat, Int8Bias
 
 
