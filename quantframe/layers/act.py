@@ -6,6 +6,7 @@ Overrides take the `act_` prefix or none at all: `QuantReLU(bit_width=4)` and
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from quantframe.layers.base import QuantIOMixin, plain
@@ -32,6 +33,15 @@ class QuantActivation(QuantIOMixin, nn.Module):
         self._init_io(input_quant, None, return_quant_tensor, routed)
         self.act_impl = act_impl
         self.act_quant = act_proxy(act_quant, routed["act"], owner, "act_quant")
+        proxy = self.act_quant
+        # Inference only: an unsigned grid with zero point 0 clamps negatives to 0 itself, so the ReLU
+        # pass is redundant (training keeps it: the ReLU's gradient differs just below zero).
+        self._relu_folds_into_quant = (
+            type(act_impl) is nn.ReLU
+            and proxy.is_quant_enabled
+            and not proxy.signed
+            and getattr(getattr(proxy.tensor_quant, "zero_point_impl", None), "is_zero", False)
+        )
 
     @property
     def is_act_quant_enabled(self) -> bool:
@@ -39,7 +49,7 @@ class QuantActivation(QuantIOMixin, nn.Module):
 
     def forward(self, x: Tensor | QuantTensor) -> Tensor | QuantTensor:
         x = self.input_quant(x)
-        if self.act_impl is not None:
+        if self.act_impl is not None and not (self._relu_folds_into_quant and not torch.is_grad_enabled()):
             x = self.act_impl(x) if not self.act_quant.is_quant_enabled else self.act_impl(plain(x))
         out = self.act_quant(x)
         return out if self.return_quant_tensor else plain(out)

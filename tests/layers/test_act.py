@@ -139,3 +139,19 @@ def test_gradients_flow_through_the_layer():
     layer(x).sum().backward()  # the switch to the learned scale
     scale = layer.act_quant.tensor_quant.scaling_impl.value
     assert scale.grad is not None and torch.isfinite(scale.grad)
+
+
+def test_inference_relu_folded_into_the_unsigned_grid_gives_the_same_output():
+    torch.manual_seed(0)
+    layer = QuantReLU(collect_stats_steps=2)
+    x = torch.randn(4, 3, 5, 5)
+    layer.train()
+    for _ in range(3):
+        layer(x)
+    layer.eval()
+    with torch.no_grad():
+        folded = layer(x)
+    assert layer._relu_folds_into_quant
+    explicit = layer.act_quant(torch.relu(x)).value
+    assert torch.equal(folded, explicit)
+    assert (folded >= 0).all()
