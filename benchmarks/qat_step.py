@@ -9,6 +9,8 @@ import json
 import resource
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -36,16 +38,39 @@ def step_fn(model: nn.Module, batch: int = 32):  # noqa: ANN201
     return step
 
 
+def rss_mib() -> float:
+    """Current resident set size of this process, in MiB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def measure_peak_memory(name: str) -> float:
+    """Peak RSS added by 3 training steps over the RSS after one warm-up step (sampled every ms)."""
+    setup()
+    step = step_fn(BUILDERS[name]())
+    step()
+    base, peak, done = rss_mib(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mib())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    for _ in range(3):
+        step()
+    done.set()
+    sampler.join()
+    return max(peak[0], rss_mib()) - base
+
+
 def peak_memory_added(name: str) -> float:
-    """Peak RSS added by 3 training steps, in MiB, measured in a fresh interpreter."""
-    code = (
-        f"import sys, resource; sys.path.insert(0, {str(Path(__file__).parent)!r}); import qat_step as q; "
-        f"q.setup(); m = q.BUILDERS[{name!r}](); s = q.step_fn(m); "
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; [s() for _ in range(3)]; "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)"
-    )
+    """`measure_peak_memory` in a fresh interpreter, so no model or allocator cache carries over."""
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import qat_step as q; "
+    code += f"print(q.measure_peak_memory({name!r}))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    return int(out.strip().splitlines()[-1]) / 1024
+    return float(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -68,7 +93,6 @@ def main() -> None:
     for name in names:
         print(f"  {name:<14}{memory[name]:>10.1f}   ratio {ratios[name]:.3f}")
     print(json.dumps({"benchmark": "qat_step peak memory", "mib": memory, "ratio": ratios}))
-    _ = resource  # (the subprocesses use it)
 
 
 if __name__ == "__main__":

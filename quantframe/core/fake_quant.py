@@ -59,12 +59,35 @@ class _FakeQuant(torch.autograd.Function):
         return grad_x if ctx.needs_input_grad[0] else None, grad_scale, grad_zero_point, None, None, None
 
 
+class _FakeQuantNoClip(torch.autograd.Function):
+    """Fake quantization of a tensor whose grid holds it whole: the gradient is the identity."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, zero_point: Tensor, lo: int, hi: int, has_zero_point: bool):  # noqa: ANN205
+        out = _scaled(x, scale, zero_point, has_zero_point).round_().clamp_(lo, hi)
+        if has_zero_point:
+            out.sub_(zero_point)
+        return out.mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: ANN205
+        return grad, None, None, None, None, None
+
+
 def fast_fake_quant(
-    x: Tensor, scale: Tensor, zero_point: Tensor, lo: int, hi: int, zero_point_is_zero: bool = False
+    x: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    lo: int,
+    hi: int,
+    zero_point_is_zero: bool = False,
+    never_clips: bool = False,
 ) -> Tensor:
     """`reference_fake_quant` with round-half-even, computed in a few in-place passes.
 
-    `zero_point_is_zero` (known from the quantizer's configuration) skips the zero-point passes.
+    `zero_point_is_zero` (known from the quantizer's configuration) skips the zero-point passes;
+    `never_clips` (a constant scale from max |x| on a symmetric grid) makes the clamp inactive,
+    so the backward pass is the identity.
     """
     has_zero_point = not zero_point_is_zero or zero_point.requires_grad
     needs_grad = x.requires_grad or scale.requires_grad or zero_point.requires_grad
@@ -73,4 +96,6 @@ def fast_fake_quant(
         if has_zero_point:
             out.sub_(zero_point)
         return out.mul_(scale)
+    if never_clips and not (scale.requires_grad or zero_point.requires_grad):
+        return _FakeQuantNoClip.apply(x, scale, zero_point, lo, hi, has_zero_point)
     return _FakeQuant.apply(x, scale, zero_point, lo, hi, has_zero_point)

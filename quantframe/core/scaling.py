@@ -12,7 +12,11 @@ from quantframe.core.running_stats import RunningStatistic
 
 
 class StatsScaling(nn.Module):
-    """Scale from a statistic of the tensor itself, recomputed every call (weights)."""
+    """Scale from a statistic of the tensor itself, recomputed every call (weights).
+
+    The statistic is a measurement, not a learned quantity: no gradient flows through it (as
+    with torch.ao observers), which spares the backward pass a reduction over every weight.
+    """
 
     def __init__(self, stats_impl: nn.Module, restrict_impl: nn.Module, scaling_min_val: float):
         super().__init__()
@@ -21,7 +25,8 @@ class StatsScaling(nn.Module):
         self.min_val = float(scaling_min_val)
 
     def forward(self, x: Tensor, divisor: Tensor | int) -> Tensor:
-        threshold = self.stats(x)
+        with torch.no_grad():
+            threshold = self.stats(x)
         return self.restrict.to_scale(self.restrict.to_domain(threshold), divisor, self.min_val)
 
     def current_scale(self, divisor: Tensor | int) -> Tensor:

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from quantframe.core.fake_quant import fast_fake_quant
+from quantframe.core.scaling import StatsScaling
+from quantframe.core.stats import AbsMaxStats
 from quantframe.core.functional import (
     binary_quant,
     can_fuse,
@@ -56,6 +58,13 @@ class IntQuant(nn.Module):
         self.divisor = threshold_divisor(bits, self.signed, self.narrow_range)
         rounds_half_even = float_to_int_impl.impl_type == FloatToIntImplType.ROUND
         self.fusable_rounding = rounds_half_even and bit_width_impl.is_const
+        # max |x| / divisor on a symmetric grid whose magnitude reaches the divisor: nothing clips.
+        self.never_clips = (
+            isinstance(scaling_impl, StatsScaling)
+            and isinstance(scaling_impl.stats, AbsMaxStats)
+            and getattr(zero_point_impl, "is_zero", False)
+            and self.divisor <= min(-self.min_value, self.max_value)
+        )
 
     def forward(self, x: Tensor, stats_input: Tensor | None = None) -> QuantOutput:
         bit_width = self.bit_width_impl()
@@ -74,7 +83,9 @@ class IntQuant(nn.Module):
         value = None
         if self.fusable_rounding:
             if not x.is_cuda:  # torch's CPU fake-quant kernels are ~10x slower than the in-place chain
-                value = fast_fake_quant(x, scale, zero_point, lo, hi, self.zero_point_impl.is_zero)
+                value = fast_fake_quant(
+                    x, scale, zero_point, lo, hi, self.zero_point_impl.is_zero, self.never_clips
+                )
             elif can_fuse(x, scale, lo, hi):
                 axis = fused_axis(x, scale)
                 if axis is not False and (zero_point.numel() == 1 or fused_axis(x, zero_point) == axis):
