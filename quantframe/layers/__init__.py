@@ -21,6 +21,8 @@ from quantframe.layers.pool import (
     TruncAdaptiveAvgPool2d,
     TruncAvgPool2d,
 )
+from quantframe.layers.recurrent import QuantRNN
+from quantframe.layers.recurrent_lstm import QuantLSTM
 from quantframe.layers.upsample import QuantUpsample
 
 __all__ = [
@@ -37,9 +39,11 @@ __all__ = [
     "QuantEmbedding",
     "QuantHardTanh",
     "QuantIdentity",
+    "QuantLSTM",
     "QuantLinear",
     "QuantMaxPool1d",
     "QuantMaxPool2d",
+    "QuantRNN",
     "QuantReLU",
     "QuantReLU6",
     "QuantSigmoid",

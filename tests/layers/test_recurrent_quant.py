@@ -1,0 +1,127 @@
+"""quantframe.layers.recurrent_quant: per-timestep quantizers prepared once per forward."""
+
+import torch
+
+from quantframe.layers.recurrent_quant import EvalCache, StepQuant
+from quantframe.proxy.act import act_proxy
+from quantframe.quantizers import Int8ActPerTensorFloat, SignedBinaryActPerTensorConst, Uint8ActPerTensorFloat
+
+
+def _x(shape=(6, 8), seed=0, spread=3.0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * spread
+
+
+def _learned(quant=Int8ActPerTensorFloat, threshold=2.0, **overrides):
+    """A proxy past statistics collection whose learned threshold is `threshold`."""
+    proxy = act_proxy(quant, overrides, "test", "act_quant")
+    scaling = proxy.tensor_quant.scaling_impl
+    scaling.collector.value.fill_(threshold)
+    scaling.init_from_statistics()
+    return proxy
+
+
+def _torch_fake_quant(x, scale, lo, hi):
+    """torch's kernel with a float32 scale (the threshold divided in float32, as the quantizers do)."""
+    scale = torch.as_tensor(scale, dtype=torch.float32).item()
+    return torch.fake_quantize_per_tensor_affine(x, scale, 0, lo, hi)
+
+
+def test_fixed_chain_is_bit_identical_to_torch_fake_quant():
+    proxy = _learned(threshold=2.0).eval()
+    quant = StepQuant([proxy], 8)
+    assert quant.mode == "fixed"
+    scale = torch.tensor(2.0) / 128
+    x = torch.cat([_x().flatten(), torch.arange(-300, 300) * (scale / 2)])  # ties and out-of-range values
+    expected = _torch_fake_quant(x, scale, -128, 127)
+    assert torch.equal(quant.apply(x.clone(), torch.empty_like(x)), expected)
+    assert torch.equal(quant.apply(x.clone(), x.clone()), expected)
+    with torch.no_grad():
+        assert torch.equal(quant.quant(x), expected)
+    assert torch.equal(quant.quant(x), expected)
+
+
+def test_grouped_ranges_share_one_clamp_through_the_zero_point():
+    sigmoid = [_learned(Uint8ActPerTensorFloat, t).eval() for t in (1.0, 0.8, 0.6)]
+    tanh = _learned(Int8ActPerTensorFloat, 1.0).eval()
+    quant = StepQuant([*sigmoid, tanh], 8)
+    assert quant.mode == "fixed" and quant.shift_row is not None
+    x = _x((5, 32), spread=1.0)
+    chunks = x.split(8, dim=1)
+    expected = torch.cat(
+        [_torch_fake_quant(c, torch.tensor(t) / 255, 0, 255) for c, t in zip(chunks[:3], (1.0, 0.8, 0.6),
+                                                                              strict=True)]
+        + [_torch_fake_quant(chunks[3], torch.tensor(1.0) / 128, -128, 127)], dim=1)
+    assert torch.equal(quant.apply(x.clone(), x.clone()), expected)
+    assert torch.equal(quant.quant(x), expected)  # the per-channel kernel with shifted zero points
+
+
+def test_different_range_widths_fall_back_to_chunk_by_chunk():
+    proxies = [_learned(threshold=1.0).eval(), _learned(threshold=1.0, bit_width=4).eval()]
+    quant = StepQuant(proxies, 8)
+    assert quant.mode == "dynamic"
+    x = _x((3, 16), spread=1.0)
+    expected = torch.cat([_torch_fake_quant(x[:, :8], 1 / 128, -128, 127),
+                          _torch_fake_quant(x[:, 8:], 1 / 8, -8, 7)], dim=1)
+    assert torch.equal(quant.quant(x), expected)
+
+
+def test_collecting_quantizer_counts_every_timestep_as_a_statistics_step():
+    proxy = act_proxy(Int8ActPerTensorFloat, {}, "test", "act_quant")
+    quant = StepQuant([proxy], 8)
+    assert quant.mode == "dynamic" and quant.bptt
+    x = _x()
+    for t in range(3):
+        value = quant.apply(x * (t + 1), torch.empty_like(x))
+        top = (x * (t + 1)).abs().max()  # the 99.999th percentile of 48 values is the largest
+        assert torch.equal(value, _torch_fake_quant(x * (t + 1), top / 128, -128, 127))
+    assert proxy.tensor_quant.scaling_impl.collector.steps_seen == 3
+
+
+def test_binary_quantizer_runs_step_by_step():
+    proxy = act_proxy(SignedBinaryActPerTensorConst, {}, "test", "act_quant")
+    quant = StepQuant([proxy], 8)
+    assert quant.mode == "dynamic" and not quant.bptt  # the hand-written backward does not cover it
+    assert set(quant.quant(_x()).unique().tolist()) == {-1.0, 1.0}
+
+
+def test_record_gives_the_straight_through_mask_and_the_lsq_scale_gradient():
+    proxy = _learned(threshold=2.0).train()
+    quant = StepQuant([proxy], 8)
+    assert quant.scale_grad
+    xs = _x((3, 4, 8))
+    record = quant.record(3, (4, 8), xs)
+    for t in range(3):
+        quant.apply(xs[t], torch.empty_like(xs[t]), record, t)
+    grads = _x((3, 4, 8), seed=1)
+    masked = [quant.mask_grad(grads[t].clone(), record, t) for t in range(3)]
+    # reference: torch's learnable fake-quant kernel with autograd, one call per step
+    value = proxy.tensor_quant.scaling_impl.value
+    reference_grad = torch.zeros(())
+    for t in range(3):
+        x = xs[t].clone().requires_grad_()
+        scale = (value / 128).reshape(1)
+        out = torch._fake_quantize_learnable_per_tensor_affine(x, scale, torch.zeros(1), -128, 127, 1.0)
+        dx, dscale = torch.autograd.grad(out, (x, value), grads[t])
+        assert torch.equal(masked[t], dx)
+        reference_grad = reference_grad + dscale
+    ours = torch.autograd.grad(quant.scale, value, quant.scale_gradient(record))[0]
+    torch.testing.assert_close(ours, reference_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_cache_reuses_until_state_changes():
+    proxy = _learned(threshold=2.0).eval()
+    cache = EvalCache()
+    with torch.no_grad():
+        first = cache.step_quant("io", [proxy], 8, torch.float32)
+        assert cache.step_quant("io", [proxy], 8, torch.float32) is first
+        proxy.tensor_quant.scaling_impl.value.mul_(2)
+        second = cache.step_quant("io", [proxy], 8, torch.float32)
+        assert second is not first and torch.equal(second.scale, first.scale * 2)
+        weight = torch.ones(3)
+        calls = []
+        assert cache.memo("w", (weight,), lambda: calls.append(1) or weight * 2) is cache.memo(
+            "w", (weight,), lambda: calls.append(1) or weight * 2)
+        weight.add_(1)
+        again = cache.memo("w", (weight,), lambda: calls.append(1) or weight * 2)
+        assert torch.equal(again, torch.full((3,), 4.0))
+        assert len(calls) == 2
