@@ -8,8 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from quantframe.core.fake_quant import fast_fake_quant
-from quantframe.core.scaling import StatsScaling
-from quantframe.core.stats import AbsMaxStats
 from quantframe.core.functional import (
     binary_quant,
     can_fuse,
@@ -21,6 +19,8 @@ from quantframe.core.functional import (
     ternary_quant,
     threshold_divisor,
 )
+from quantframe.core.scaling import StatsScaling
+from quantframe.core.stats import AbsMaxStats
 from quantframe.enums import FloatToIntImplType
 
 QuantOutput = tuple[Tensor, Tensor, Tensor, Tensor]
