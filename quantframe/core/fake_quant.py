@@ -23,13 +23,18 @@ def _scaled(x: Tensor, scale: Tensor, zero_point: Tensor, has_zero_point: bool) 
     return t
 
 
+def _quantized(x: Tensor, scale: Tensor, zero_point: Tensor, lo: int, hi: int, has_zero_point: bool) -> Tensor:
+    """The forward formula with one allocation: (clamp(round(x / s + z), lo, hi) - z) * s."""
+    out = _scaled(x, scale, zero_point, has_zero_point).round_().clamp_(lo, hi)
+    if has_zero_point:
+        out.sub_(zero_point)
+    return out.mul_(scale)
+
+
 class _FakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor, zero_point: Tensor, lo: int, hi: int, has_zero_point: bool):  # noqa: ANN205
-        out = _scaled(x, scale, zero_point, has_zero_point).round_().clamp_(lo, hi)
-        if has_zero_point:
-            out.sub_(zero_point)
-        out.mul_(scale)
+        out = _quantized(x, scale, zero_point, lo, hi, has_zero_point)
         # `out` is usually saved by the next layer too (same storage): keeping it costs no memory.
         ctx.save_for_backward(x, out, scale, zero_point)
         ctx.bounds = (lo, hi)
@@ -66,10 +71,7 @@ class _FakeQuantNoClip(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor, zero_point: Tensor, lo: int, hi: int, has_zero_point: bool):  # noqa: ANN205
-        out = _scaled(x, scale, zero_point, has_zero_point).round_().clamp_(lo, hi)
-        if has_zero_point:
-            out.sub_(zero_point)
-        return out.mul_(scale)
+        return _quantized(x, scale, zero_point, lo, hi, has_zero_point)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # noqa: ANN205
@@ -94,10 +96,7 @@ def fast_fake_quant(
     has_zero_point = not zero_point_is_zero or zero_point.requires_grad
     needs_grad = x.requires_grad or scale.requires_grad or zero_point.requires_grad
     if not (torch.is_grad_enabled() and needs_grad):
-        out = _scaled(x, scale, zero_point, has_zero_point).round_().clamp_(lo, hi)
-        if has_zero_point:
-            out.sub_(zero_point)
-        return out.mul_(scale)
+        return _quantized(x, scale, zero_point, lo, hi, has_zero_point)
     if never_clips and not (scale.requires_grad or zero_point.requires_grad):
         return _FakeQuantNoClip.apply(x, scale, zero_point, lo, hi, has_zero_point)
     return _FakeQuant.apply(x, scale, zero_point, lo, hi, has_zero_point)
