@@ -23,7 +23,9 @@ def _scaled(x: Tensor, scale: Tensor, zero_point: Tensor, has_zero_point: bool) 
     return t
 
 
-def _quantized(x: Tensor, scale: Tensor, zero_point: Tensor, lo: int, hi: int, has_zero_point: bool) -> Tensor:
+def _quantized(
+    x: Tensor, scale: Tensor, zero_point: Tensor, lo: int, hi: int, has_zero_point: bool
+) -> Tensor:
     """The forward formula with one allocation: (clamp(round(x / s + z), lo, hi) - z) * s."""
     out = _scaled(x, scale, zero_point, has_zero_point).round_().clamp_(lo, hi)
     if has_zero_point:
