@@ -66,6 +66,11 @@ class RunningStatistic(nn.Module):
         self.steps.add_(1)
         self._steps_mirror = seen + 1
 
+    def restart(self) -> None:
+        """Forget the collected steps: the next update initialises the value again."""
+        self.steps.zero_()
+        self._steps_mirror = 0
+
     def finish(self) -> None:
         """End collection now: the next use switches to the learned value."""
         self.steps.fill_(self.collect_stats_steps + 1)
