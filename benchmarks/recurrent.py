@@ -33,8 +33,11 @@ def collecting(kind: str) -> dict:
 def build(kind: str, x: torch.Tensor) -> dict[str, nn.Module]:
     """The float layer, quantframe's layer in both training phases, and brevitas's where installed."""
     float_cls, quant_cls = (nn.LSTM, QuantLSTM) if kind == "lstm" else (nn.RNN, QuantRNN)
-    models = {"float torch": float_cls(INPUT, HIDDEN), LEARNED: quant_cls(INPUT, HIDDEN),
-              COLLECTING: quant_cls(INPUT, HIDDEN, **collecting(kind))}
+    models = {
+        "float torch": float_cls(INPUT, HIDDEN),
+        LEARNED: quant_cls(INPUT, HIDDEN),
+        COLLECTING: quant_cls(INPUT, HIDDEN, **collecting(kind)),
+    }
     if brevitas_available():
         import brevitas.nn as bnn
 
@@ -62,15 +65,20 @@ def main() -> None:
         for model in models.values():
             model.train()
         workloads = {n: (lambda m=m: fwd_bwd(m, x)) for n, m in models.items()}
-        report(f"recurrent: {name}(64, 128) seq 32 batch 16, fwd+bwd (train)",
-               compare(workloads, baseline="float torch", warmup=5, repeats=20))
+        report(
+            f"recurrent: {name}(64, 128) seq 32 batch 16, fwd+bwd (train)",
+            compare(workloads, baseline="float torch", warmup=5, repeats=20),
+        )
         del models[COLLECTING]
         for model in models.values():
             model.eval()
-        workloads = {n.replace(" (learned scales)", ""): (lambda m=m: evaluate(m, x))
-                     for n, m in models.items()}
-        report(f"recurrent: {name}(64, 128) seq 32 batch 16, eval forward (no_grad)",
-               compare(workloads, baseline="float torch", warmup=5, repeats=30))
+        workloads = {
+            n.replace(" (learned scales)", ""): (lambda m=m: evaluate(m, x)) for n, m in models.items()
+        }
+        report(
+            f"recurrent: {name}(64, 128) seq 32 batch 16, eval forward (no_grad)",
+            compare(workloads, baseline="float torch", warmup=5, repeats=30),
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Handlers attach to the quantizer proxies from outside for the duration of one ex
 new layer types (see `quantframe.export.registry`).
 """
 
+from quantframe.export import recurrent as _recurrent  # noqa: F401  (registers QuantRNN / QuantLSTM)
 from quantframe.export import trunc as _trunc  # noqa: F401  (registers the truncated-pooling handlers)
 from quantframe.export.encodings import Encodings, export_encodings, load_encodings
 from quantframe.export.int_weights import export_int_weights

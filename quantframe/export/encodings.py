@@ -99,7 +99,7 @@ def _static_params(name: str, proxy: QuantProxy, owner: nn.Module | None) -> Qua
             out = QuantTensor(
                 torch.zeros(scale.shape), scale, proxy.zero_point(), proxy.bit_width(), proxy.signed
             )
-        elif isinstance(proxy, BiasQuantProxy) and owner is not None and hasattr(owner, "quant_bias"):
+        elif isinstance(proxy, BiasQuantProxy) and hasattr(owner, "is_bias_quant_enabled"):
             if owner.bias is None:
                 return None
             try:

@@ -24,6 +24,13 @@ an accumulator step per output channel) moved a 4-bit CNN's outputs by 3 output 
 a bias quantized by `Int32Bias` is exported as the int32 initializer the integer kernels take, which
 is the way to get both exact results and integer kernels.
 
+Shared weights. In the precision mode onnxruntime's QDQS8ToU8Transformer fails ("Attempt to replace
+the existing tensor", onnxruntime 1.32) on int8 weights that reach two nodes: one DequantizeLinear read
+twice (the input-hidden weights both directions of `shared_input_hidden_weights` share, weights an
+unrolled recurrence reads each timestep) is first split per consumer, and the copies convert one
+initializer twice. `onnxruntime_session` hands it those weights already dequantized (the same float32
+values), so their nodes run in float.
+
 Speed. onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv, but leaves a
 Conv/Gemm whose output is not quantized (a residual branch before its add, a classifier head) in float
 with its DequantizeLinear *on the weights*, which then runs on every inference (36% of the QCDQ
@@ -114,9 +121,39 @@ def dequantized_value(dq: onnx.NodeProto, ints: np.ndarray, inits: dict) -> np.n
     return centred * scale.reshape(shape if scale.size > 1 else [])
 
 
-def fold_unfused_dequantize(model: onnx.ModelProto) -> int:
-    """Replace DequantizeLinear(constant integers) feeding an unfusable Conv/Gemm/MatMul by its float
-    value (see the module docstring); returns how many were folded. Changes `model` in place."""
+def _constant_source(dq: onnx.NodeProto, producers: dict, inits: dict) -> str | None:
+    """The initializer of integers a DequantizeLinear reads (directly or through a Clip), if constant."""
+    source = producers.get(dq.input[0])
+    ints = source.input[0] if source is not None and source.op_type == "Clip" else dq.input[0]
+    params = dq.input[1:]
+    if ints not in inits or any(name and name not in inits for name in params):
+        return None
+    return ints
+
+
+def _unfused(dq: onnx.NodeProto, producers: dict, consumers: dict) -> bool:
+    """Whether `dq` dequantizes the weights of one Conv/Gemm/MatMul that onnxruntime will not fuse."""
+    users = consumers.get(dq.output[0], [])
+    if len(users) != 1 or users[0].op_type not in _INTEGER_OPS:
+        return False
+    return list(users[0].input).index(dq.output[0]) != 0 and not _fusable(users[0], producers, consumers)
+
+
+def _reaches_several(dq: onnx.NodeProto, ints: str, consumers: dict) -> bool:
+    """Whether the integers of `dq` reach more than one node: read twice, or its output (through a
+    Transpose, as in an unrolled recurrence) read by several nodes or several times by one."""
+    if len(consumers.get(ints, [])) > 1 or len(consumers.get(dq.input[0], [])) > 1:
+        return True
+    users = consumers.get(dq.output[0], [])
+    if len(users) == 1 and users[0].op_type == "Transpose":
+        users = consumers.get(users[0].output[0], [])
+    return len(users) > 1 or any(list(u.input).count(dq.output[0]) > 1 for u in users)
+
+
+def fold_unfused_dequantize(model: onnx.ModelProto, shared: bool = False) -> int:
+    """Replace DequantizeLinear(constant integers) by its float value (see the module docstring) where it
+    feeds an unfusable Conv/Gemm/MatMul or, with `shared`, where its integers reach more than one node
+    (the precision mode's workaround); returns how many were folded. Changes `model` in place."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
@@ -126,20 +163,20 @@ def fold_unfused_dequantize(model: onnx.ModelProto) -> int:
             consumers.setdefault(name, []).append(node)
     folded = set()
     for dq in graph.node:
-        users = consumers.get(dq.output[0], [])
-        if dq.op_type != "DequantizeLinear" or len(users) != 1 or users[0].op_type not in _INTEGER_OPS:
+        if dq.op_type != "DequantizeLinear":
             continue
-        if list(users[0].input).index(dq.output[0]) == 0 or _fusable(users[0], producers, consumers):
+        ints = _constant_source(dq, producers, inits)
+        if ints is None:
             continue
-        source = producers.get(dq.input[0])
-        ints = source.input[0] if source is not None and source.op_type == "Clip" else dq.input[0]
-        if ints not in inits or dq.input[1] not in inits or (len(dq.input) > 2 and dq.input[2] not in inits):
+        if not (_reaches_several(dq, ints, consumers) if shared else _unfused(dq, producers, consumers)):
             continue
         value = dequantized_value(dq, numpy_helper.to_array(inits[ints]), inits)
         graph.initializer.append(numpy_helper.from_array(value, dq.output[0]))
         folded.add(dq.output[0])
     if folded:
         nodes = [n for n in graph.node if not (n.op_type == "DequantizeLinear" and n.output[0] in folded)]
+        read = {name for node in nodes for name in node.input} | {o.name for o in graph.output}
+        nodes = [n for n in nodes if n.op_type != "Clip" or n.output[0] in read]  # the folded ones' Clips
         del graph.node[:]
         graph.node.extend(nodes)
         used = {name for node in graph.node for name in node.input}
@@ -175,9 +212,11 @@ def session_options(
     return options
 
 
-def _model_bytes(model: str | Path | bytes | onnx.ModelProto, fold_weights: bool) -> str | bytes:
-    """What InferenceSession is given: the file itself, or a copy with unfused weights folded."""
-    if not fold_weights:
+def _model_bytes(
+    model: str | Path | bytes | onnx.ModelProto, fold_weights: bool, fold_shared: bool
+) -> str | bytes:
+    """What InferenceSession is given: the file itself, or a copy with constant weights folded."""
+    if not (fold_weights or fold_shared):
         return (
             model.SerializeToString()
             if isinstance(model, onnx.ModelProto)
@@ -191,7 +230,10 @@ def _model_bytes(model: str | Path | bytes | onnx.ModelProto, fold_weights: bool
         model = onnx.load(str(model))
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    fold_unfused_dequantize(copy)
+    if fold_shared:
+        fold_unfused_dequantize(copy, shared=True)
+    if fold_weights:
+        fold_unfused_dequantize(copy)
     return copy.SerializeToString()
 
 
@@ -211,16 +253,21 @@ def onnxruntime_session(
     `optimization`: "disable", "basic", "extended" or "all" (onnxruntime's default). With
     `exact_integer_kernels` None (default) the U8U8 precision mode is set where `u8s8_saturates()`;
     True/False force it. `fold_weights`: evaluate once the weight dequantization of nodes onnxruntime
-    will not fuse (module docstring). `config_entries`: more session config entries.
+    will not fuse (module docstring); in the precision mode, constant weights that reach several nodes
+    are folded whatever `fold_weights` says (module docstring, "Shared weights"). `config_entries`: more
+    session config entries.
     `optimized_model_filepath`: where onnxruntime saves the graph it runs (its fused kernels).
     `disabled_optimizers`: onnxruntime optimizers not to run (default: the one quantizing float biases).
     """
     import onnxruntime as ort
 
+    if exact_integer_kernels is None:
+        exact_integer_kernels = u8s8_saturates()
     options = session_options(
         optimization, intra_op_num_threads, exact_integer_kernels, config_entries, optimized_model_filepath
     )
-    model = _model_bytes(path_or_bytes, fold_weights and optimization != "disable")
+    optimized = optimization != "disable"
+    model = _model_bytes(path_or_bytes, fold_weights and optimized, exact_integer_kernels and optimized)
     return ort.InferenceSession(
         model,
         options,

@@ -44,9 +44,19 @@ class _QuantConvNd(QuantWBIOLayer):
         check_size(owner, "in_channels", in_channels)
         check_size(owner, "out_channels", out_channels)
         init_torch_layer(
-            self, self._torch_class.__init__, in_channels, out_channels, kernel_size, stride=stride,
-            padding=padding, dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
-            device=device, dtype=dtype,
+            self,
+            self._torch_class.__init__,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
         )
         self._init_quant(
             weight_quant, bias_quant, input_quant, output_quant, return_quant_tensor, kwargs, device

@@ -53,9 +53,20 @@ class _QuantConvTransposeNd(QuantWBIOLayer):
         check_size(owner, "in_channels", in_channels)
         check_size(owner, "out_channels", out_channels)
         init_torch_layer(
-            self, self._torch_class.__init__, in_channels, out_channels, kernel_size, stride=stride,
-            padding=padding, output_padding=output_padding, groups=groups, bias=bias, dilation=dilation,
-            padding_mode=padding_mode, device=device, dtype=dtype,
+            self,
+            self._torch_class.__init__,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            groups=groups,
+            bias=bias,
+            dilation=dilation,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
         )
         self._init_quant(
             weight_quant, bias_quant, input_quant, output_quant, return_quant_tensor, kwargs, device
@@ -80,7 +91,12 @@ class _QuantConvTransposeNd(QuantWBIOLayer):
 
     def forward(self, x: Tensor | QuantTensor, output_size: list[int] | None = None) -> Tensor | QuantTensor:
         output_padding = self._output_padding(
-            plain(x), output_size, self.stride, self.padding, self.kernel_size, self._spatial_dims,
+            plain(x),
+            output_size,
+            self.stride,
+            self.padding,
+            self.kernel_size,
+            self._spatial_dims,
             self.dilation,
         )
         return self._quant_forward(x, output_padding)

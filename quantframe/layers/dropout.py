@@ -29,10 +29,15 @@ class QuantDropout(nn.Dropout):
         if not self.training or self.p == 0:
             return x if self.return_quant_tensor else x.value
         value = F.dropout(x.value, self.p, True, self.inplace)
-        if not self.return_quant_tensor or self.p == 1 or x.scale is None or x.zero_point is None \
-                or x.bit_width is None or x.signed is None:
+        if (
+            not self.return_quant_tensor
+            or self.p == 1
+            or x.scale is None
+            or x.zero_point is None
+            or x.bit_width is None
+            or x.signed is None
+        ):
             return value
         keep = 1.0 - self.p
         bit_width = torch.where(x.bit_width == 1, x.bit_width + 1, x.bit_width) if x.signed else x.bit_width
         return QuantTensor(value, x.scale / keep, x.zero_point, bit_width, x.signed, x.training)
-

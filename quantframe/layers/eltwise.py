@@ -23,8 +23,9 @@ from quantframe.tensor import QuantTensor
 class _QuantEltwise(QuantIOMixin, nn.Module):
     """Shared construction: input/output quantizers, `return_quant_tensor`, `input_*`/`output_*` overrides."""
 
-    def __init__(self, input_quant: Any, output_quant: Any, return_quant_tensor: bool,
-                 kwargs: dict[str, Any]):
+    def __init__(
+        self, input_quant: Any, output_quant: Any, return_quant_tensor: bool, kwargs: dict[str, Any]
+    ):
         super().__init__()
         routed = route_overrides(type(self).__name__, kwargs, {"input": input_quant, "output": output_quant})
         self._init_io(input_quant, output_quant, return_quant_tensor, routed)
@@ -33,8 +34,13 @@ class _QuantEltwise(QuantIOMixin, nn.Module):
 class QuantEltwiseAdd(_QuantEltwise):
     """`input + other`, both quantized by one shared `input_quant`; optional `output_quant` after."""
 
-    def __init__(self, input_quant: Any = Int8ActPerTensorFloat, output_quant: Any = None,
-                 return_quant_tensor: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        input_quant: Any = Int8ActPerTensorFloat,
+        output_quant: Any = None,
+        return_quant_tensor: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(input_quant, output_quant, return_quant_tensor, kwargs)
 
     def forward(self, input: Tensor | QuantTensor, other: Tensor | QuantTensor) -> Tensor | QuantTensor:
@@ -44,8 +50,13 @@ class QuantEltwiseAdd(_QuantEltwise):
 class QuantCat(_QuantEltwise):
     """`torch.cat(tensor_list, dim)`, every input quantized by one shared `input_quant`."""
 
-    def __init__(self, input_quant: Any = Int8ActPerTensorFloat, output_quant: Any = None,
-                 return_quant_tensor: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        input_quant: Any = Int8ActPerTensorFloat,
+        output_quant: Any = None,
+        return_quant_tensor: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(input_quant, output_quant, return_quant_tensor, kwargs)
 
     def forward(self, tensor_list: Sequence[Tensor | QuantTensor], dim: int = 1) -> Tensor | QuantTensor:

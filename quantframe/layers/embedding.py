@@ -40,8 +40,19 @@ class QuantEmbedding(nn.Embedding):
         return_quant_tensor: bool = False,
         **kwargs: Any,
     ):
-        super().__init__(num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, scale_grad_by_freq,
-                         sparse, _weight, _freeze, device, dtype)
+        super().__init__(
+            num_embeddings,
+            embedding_dim,
+            padding_idx,
+            max_norm,
+            norm_type,
+            scale_grad_by_freq,
+            sparse,
+            _weight,
+            _freeze,
+            device,
+            dtype,
+        )
         owner = type(self).__name__
         routed = route_overrides(owner, kwargs, {"weight": weight_quant})
         self.weight_quant = weight_proxy(weight_quant, routed["weight"], owner, self.weight)
@@ -69,8 +80,9 @@ class QuantEmbedding(nn.Embedding):
             with torch.no_grad():
                 torch.embedding_renorm_(self.weight, input.contiguous(), self.max_norm, self.norm_type)
         weight = self.weight_quant(self.weight)
-        out = F.embedding(input, weight.value, self.padding_idx, None, self.norm_type,
-                          self.scale_grad_by_freq, self.sparse)
+        out = F.embedding(
+            input, weight.value, self.padding_idx, None, self.norm_type, self.scale_grad_by_freq, self.sparse
+        )
         if not self.return_quant_tensor or weight.scale is None:
             return out
         meta = (_rows(input, m) for m in (weight.scale, weight.zero_point, weight.bit_width))

@@ -68,8 +68,9 @@ def _check_trunc_args(owner: str, trunc_quant: Any, bit_width: Any) -> bool:
             f"{owner}: trunc_quant={trunc_quant!r} is not supported; allowed: True (truncate the sum to "
             "`bit_width` bits) or None/False (a float average, as the torch layer)"
         )
-    if bit_width is not None and (isinstance(bit_width, bool) or not isinstance(bit_width, int)
-                                  or not 1 <= bit_width <= 32):
+    if bit_width is not None and (
+        isinstance(bit_width, bool) or not isinstance(bit_width, int) or not 1 <= bit_width <= 32
+    ):
         raise ValueError(
             f"{owner}: bit_width={bit_width!r} is not allowed; allowed: None (keep the input's bit width) "
             "or an int in 1..32"
@@ -78,8 +79,13 @@ def _check_trunc_args(owner: str, trunc_quant: Any, bit_width: Any) -> bool:
 
 
 def _require_quant_tensor(owner: str, x: Any) -> QuantTensor:
-    if isinstance(x, QuantTensor) and x.scale is not None and x.zero_point is not None \
-            and x.bit_width is not None and x.signed is not None:
+    if (
+        isinstance(x, QuantTensor)
+        and x.scale is not None
+        and x.zero_point is not None
+        and x.bit_width is not None
+        and x.signed is not None
+    ):
         return x
     what = "a plain tensor"
     if isinstance(x, QuantTensor):
@@ -105,8 +111,16 @@ class _QuantMaxPoolMixin:
 class QuantMaxPool1d(_QuantMaxPoolMixin, nn.MaxPool1d):
     """`nn.MaxPool1d` that keeps a QuantTensor input's grid (max of grid values is a grid value)."""
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-                 return_indices: bool = False, ceil_mode: bool = False, return_quant_tensor: bool = True):
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        dilation: Any = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+        return_quant_tensor: bool = True,
+    ):
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
         self.return_quant_tensor = bool(return_quant_tensor)
 
@@ -114,8 +128,16 @@ class QuantMaxPool1d(_QuantMaxPoolMixin, nn.MaxPool1d):
 class QuantMaxPool2d(_QuantMaxPoolMixin, nn.MaxPool2d):
     """`nn.MaxPool2d` that keeps a QuantTensor input's grid (max of grid values is a grid value)."""
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-                 return_indices: bool = False, ceil_mode: bool = False, return_quant_tensor: bool = True):
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        dilation: Any = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+        return_quant_tensor: bool = True,
+    ):
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
         self.return_quant_tensor = bool(return_quant_tensor)
 

@@ -53,8 +53,9 @@ class QuantRNNLayer(EvalCacheMixin, nn.Module):
         self.io_quant = io_quant
         self.reverse = reverse
 
-    def forward(self, x: Tensor, input_scale: Tensor | None, io: StepQuant, given: bool, h0: Tensor
-                ) -> tuple[Tensor, tuple]:
+    def forward(
+        self, x: Tensor, input_scale: Tensor | None, io: StepQuant, given: bool, h0: Tensor
+    ) -> tuple[Tensor, tuple]:
         """Outputs (seq, batch, hidden) and (h_n,) for a sequence `x` already on the io grid."""
         params, cache = self.gate_params, self.eval_cache()
         w_ih = params.input_weight.quant_weight()
@@ -62,8 +63,11 @@ class QuantRNNLayer(EvalCacheMixin, nn.Module):
         if cache is None:
             bias = params.quant_bias(input_scale, w_ih.scale)
         else:
-            bias = cache.memo("bias", (params.bias, input_scale, w_ih.scale),
-                              lambda: params.quant_bias(input_scale, w_ih.scale))
+            bias = cache.memo(
+                "bias",
+                (params.bias, input_scale, w_ih.scale),
+                lambda: params.quant_bias(input_scale, w_ih.scale),
+            )
         xw = project_inputs(x, w_ih.value, bias)
         out, h = self.cell.run(xw, h0, w_hh.value, io, self.reverse, cache)
         return out, (h,)
@@ -253,8 +257,16 @@ class QuantRecurrent(EvalCacheMixin, nn.Module):
         """Attribute of each torch gate chunk of `weight_ih_l{k}` (in torch's order), None: no target."""
         return ["gate_params"]
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
-                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list,
+        unexpected_keys: list,
+        error_msgs: list,
+    ) -> None:
         """Map torch's flat keys (`weight_ih_l0`, `bias_hh_l1_reverse`, ...) onto `layers[k][d]`.
 
         A torch key whose rows have no place here (the forget gate with coupled input and forget
@@ -283,11 +295,15 @@ class QuantRecurrent(EvalCacheMixin, nn.Module):
                             unexpected_keys.extend(keys)
                             continue
                         state_dict[f"{prefix}layers.{k}.{d}.{target}.{ours}"] = chunk
-                        if ours == "input_weight.weight" and self.shared_input_hidden_weights and \
-                                self.bidirectional:  # the reverse direction holds the same module
+                        if (
+                            ours == "input_weight.weight"
+                            and self.shared_input_hidden_weights
+                            and self.bidirectional
+                        ):  # the reverse direction holds the same module
                             state_dict[f"{prefix}layers.{k}.1.{target}.{ours}"] = chunk
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
@@ -311,8 +327,15 @@ def _ignore_quantizer_keys(module: nn.Module, incompatible: Any) -> None:
         incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if "_quant." not in k]
 
 
-def _check_sizes(owner: str, input_size: int, hidden_size: int, num_layers: int, bias: bool,
-                 batch_first: bool, dropout: float) -> None:
+def _check_sizes(
+    owner: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    bias: bool,
+    batch_first: bool,
+    dropout: float,
+) -> None:
     """torch's argument checks, with the layer's name in front."""
     for name, val in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
         if not isinstance(val, int) or isinstance(val, bool) or val <= 0:
@@ -366,11 +389,32 @@ class QuantRNN(QuantRecurrent):
             raise ValueError(f"QuantRNN: nonlinearity={nonlinearity!r}; allowed: 'tanh' or 'relu'")
         self.nonlinearity = nonlinearity
         quants = {"weight": weight_quant, "bias": bias_quant, "io": io_quant, "gate_acc": gate_acc_quant}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         shared_input_hidden_weights, return_quant_tensor, quants, kwargs, device, dtype)
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            shared_input_hidden_weights,
+            return_quant_tensor,
+            quants,
+            kwargs,
+            device,
+            dtype,
+        )
 
-    def _build(self, owner: str, in_size: int, quants: dict, routed: dict, shared: dict, reverse: bool,
-               forward_layer: nn.Module | None) -> QuantRNNLayer:
+    def _build(
+        self,
+        owner: str,
+        in_size: int,
+        quants: dict,
+        routed: dict,
+        shared: dict,
+        reverse: bool,
+        forward_layer: nn.Module | None,
+    ) -> QuantRNNLayer:
         gate_quants, overrides = gate_quantizers(quants, routed)
         input_weight = forward_layer.gate_params.input_weight if forward_layer is not None else None
         params = GateParams(in_size, self.hidden_size, self.bias, gate_quants, overrides, owner, input_weight)

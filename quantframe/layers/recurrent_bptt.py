@@ -48,8 +48,16 @@ def _tanh_(view: Tensor, scratch: Tensor) -> Tensor:
     return view.copy_(scratch.copy_(view).tanh_())
 
 
-def rnn_loop(xw: Tensor, h: Tensor, w_hh_t: Tensor, acc: StepQuant, io: StepQuant, relu: bool,
-             reverse: bool, records: dict | None = None) -> tuple[Tensor, Tensor]:
+def rnn_loop(
+    xw: Tensor,
+    h: Tensor,
+    w_hh_t: Tensor,
+    acc: StepQuant,
+    io: StepQuant,
+    relu: bool,
+    reverse: bool,
+    records: dict | None = None,
+) -> tuple[Tensor, Tensor]:
     """h_t = io(act(acc(xw_t + h_{t-1} @ W_hh^T))) without autograd; fills `records` when given."""
     steps = xw.shape[0]
     out = torch.empty_like(xw)
@@ -72,8 +80,16 @@ def rnn_loop(xw: Tensor, h: Tensor, w_hh_t: Tensor, acc: StepQuant, io: StepQuan
     return out, h
 
 
-def lstm_loop(xw: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor, quants: tuple, cifg: bool, reverse: bool,
-              records: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def lstm_loop(
+    xw: Tensor,
+    h: Tensor,
+    c: Tensor,
+    w_hh_t: Tensor,
+    quants: tuple,
+    cifg: bool,
+    reverse: bool,
+    records: dict | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """The LSTM recurrence without autograd (see `QuantLSTMCell`); fills `records` when given.
 
     `quants` = (acc, act, cell, tanh_h, io); pre-activations are stacked i, (f,) o, g. Without
@@ -102,8 +118,9 @@ def lstm_loop(xw: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor, quants: tuple, c
     return out, h, c
 
 
-def _lstm_recorded(xw: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor, quants: tuple, cifg: bool,
-                   reverse: bool, records: dict) -> tuple[Tensor, Tensor, Tensor]:
+def _lstm_recorded(
+    xw: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor, quants: tuple, cifg: bool, reverse: bool, records: dict
+) -> tuple[Tensor, Tensor, Tensor]:
     """`lstm_loop` keeping every step's activations, gates, states and quantizer records."""
     acc, act, cell, tanh_h, io = quants
     steps, batch, width = xw.shape
@@ -113,8 +130,10 @@ def _lstm_recorded(xw: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor, quants: tup
     pre, scratch = xw.new_empty(batch, width), xw.new_empty(batch, hidden)
     acts, gates = xw.new_empty(full), xw.new_empty(full)
     cells, tanhs, tanhs_q, out = (xw.new_empty(state) for _ in range(4))
-    recs = [q.record(steps, shape[1:], xw)
-            for q, shape in zip(quants, (full, full, state, state, state), strict=True)]
+    recs = [
+        q.record(steps, shape[1:], xw)
+        for q, shape in zip(quants, (full, full, state, state, state), strict=True)
+    ]
     records.update(zip(("acc", "act", "cell", "tanh_h", "io"), recs, strict=True))
     records.update(acts=acts, gates=gates, cells=cells, tanhs=tanhs, tanhs_q=tanhs_q)
     rec_acc, rec_act, rec_cell, rec_tanh, rec_io = recs
@@ -139,8 +158,18 @@ class RNNSequence(torch.autograd.Function):
     """One layer and direction of a QuantRNN over a whole sequence, with backpropagation through time."""
 
     @staticmethod
-    def forward(ctx, xw: Tensor, h0: Tensor, w_hh: Tensor, acc: StepQuant, io: StepQuant, relu: bool,
-                reverse: bool, acc_scale: Tensor | None, io_scale: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx,
+        xw: Tensor,
+        h0: Tensor,
+        w_hh: Tensor,
+        acc: StepQuant,
+        io: StepQuant,
+        relu: bool,
+        reverse: bool,
+        acc_scale: Tensor | None,
+        io_scale: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
         records: dict = {}
         out, h = rnn_loop(xw, h0, w_hh.t().contiguous(), acc, io, relu, reverse, records)
         ctx.save_for_backward(h0, w_hh, out)
@@ -170,8 +199,17 @@ class LSTMSequence(torch.autograd.Function):
     """One layer and direction of a QuantLSTM over a whole sequence, with backpropagation through time."""
 
     @staticmethod
-    def forward(ctx, xw: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, quants: tuple, cifg: bool,
-                reverse: bool, *scales: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        ctx,
+        xw: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        w_hh: Tensor,
+        quants: tuple,
+        cifg: bool,
+        reverse: bool,
+        *scales: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         records: dict = {}
         out, h, c = lstm_loop(xw, h0, c0, w_hh.t().contiguous(), quants, cifg, reverse, records)
         ctx.save_for_backward(h0, c0, w_hh, out)

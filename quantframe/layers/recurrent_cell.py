@@ -57,8 +57,12 @@ class GateParams(nn.Module):
         input_weight: GateWeight | None = None,
     ):
         super().__init__()
-        self.input_weight = input_weight if input_weight is not None else GateWeight(
-            input_size, hidden_size, quants["input_weight"], overrides.get("input_weight", {}), owner
+        self.input_weight = (
+            input_weight
+            if input_weight is not None
+            else GateWeight(
+                input_size, hidden_size, quants["input_weight"], overrides.get("input_weight", {}), owner
+            )
         )
         self.hidden_weight = GateWeight(
             hidden_size, hidden_size, quants["hidden_weight"], overrides.get("hidden_weight", {}), owner
@@ -100,8 +104,15 @@ class QuantRNNCell(nn.Module):
         self.nonlinearity = nonlinearity
         self.gate_acc_quant = gate_acc_quant
 
-    def run(self, xw: Tensor, h: Tensor, w_hh: Tensor, io: StepQuant, reverse: bool,
-            cache: EvalCache | None = None) -> tuple[Tensor, Tensor]:
+    def run(
+        self,
+        xw: Tensor,
+        h: Tensor,
+        w_hh: Tensor,
+        io: StepQuant,
+        reverse: bool,
+        cache: EvalCache | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Outputs (seq, batch, hidden) and the last hidden state, from projected inputs `xw`."""
         acc = prepare(cache, "acc", [self.gate_acc_quant], xw.shape[-1], xw.dtype)
         relu = self.nonlinearity == "relu"
@@ -147,7 +158,14 @@ class QuantLSTMCell(nn.Module):
         return [self.input_sigmoid_quant, *forget, self.output_sigmoid_quant, self.cell_tanh_quant]
 
     def run(
-        self, xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, io: StepQuant, cell: StepQuant, reverse: bool,
+        self,
+        xw: Tensor,
+        h: Tensor,
+        c: Tensor,
+        w_hh: Tensor,
+        io: StepQuant,
+        cell: StepQuant,
+        reverse: bool,
         cache: EvalCache | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Outputs (seq, batch, hidden), last hidden and last cell state, from projected inputs `xw`."""
@@ -167,8 +185,9 @@ class QuantLSTMCell(nn.Module):
             return LSTMSequence.apply(xw, h, c, w_hh, quants, cifg, reverse, *scales)
         return self._autograd_loop(xw, h, c, w_hh, quants, reverse)
 
-    def _autograd_loop(self, xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, quants: tuple, reverse: bool
-                       ) -> tuple[Tensor, Tensor, Tensor]:
+    def _autograd_loop(
+        self, xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, quants: tuple, reverse: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Autograd over the loop: for quantizers the hand-written backward does not cover."""
         acc, act, cell, tanh_h, io = quants
         hidden = h.shape[-1]

@@ -5,6 +5,9 @@ Each layer and direction holds one `GateParams` per gate (`input_gate_params`, `
 `hidden_size` scales per gate. By default every gate has its own weight, accumulator, sigmoid and
 tanh quantizers, the bias quantizer is one per layer and direction, and one cell-state quantizer is
 shared by all layers (so that the final cell states can be concatenated on one grid).
+`layer.gate_params` views the four gates as torch's stacked matrices, with DESIGN §5's
+`.input_weight` / `.hidden_weight` (`.weight_quant`, `.quant_weight()`) and `.bias_quant`
+(`recurrent_view.py`).
 """
 
 from typing import Any
@@ -15,6 +18,7 @@ from torch import Tensor, nn
 from quantframe.layers.recurrent import QuantRecurrent, gate_quantizers
 from quantframe.layers.recurrent_cell import GateParams, QuantLSTMCell, prepare, project_inputs
 from quantframe.layers.recurrent_quant import EvalCacheMixin, StepQuant
+from quantframe.layers.recurrent_view import LSTMGateParams
 from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import (
     Int8ActPerTensorFloat,
@@ -40,14 +44,24 @@ class QuantLSTMLayer(EvalCacheMixin, nn.Module):
         self.io_quant = io_quant
         self.reverse = reverse
 
+    @property
+    def gate_params(self) -> LSTMGateParams:
+        """The gates' parameters as torch's stacked matrices (DESIGN §5; see `recurrent_view.py`)."""
+        return LSTMGateParams(self)
+
     def stacked_gates(self) -> list[GateParams]:
         """Gate parameters in the order the cell stacks pre-activations: i, (f,) o, g."""
-        gates = (self.input_gate_params, self.forget_gate_params, self.output_gate_params,
-                 self.cell_gate_params)
+        gates = (
+            self.input_gate_params,
+            self.forget_gate_params,
+            self.output_gate_params,
+            self.cell_gate_params,
+        )
         return [g for g in gates if g is not None]
 
-    def forward(self, x: Tensor, input_scale: Tensor | None, io: StepQuant, given: bool, h0: Tensor,
-                c0: Tensor) -> tuple[Tensor, tuple]:
+    def forward(
+        self, x: Tensor, input_scale: Tensor | None, io: StepQuant, given: bool, h0: Tensor, c0: Tensor
+    ) -> tuple[Tensor, tuple]:
         """Outputs (seq, batch, hidden) and (h_n, c_n) for a sequence `x` already on the io grid."""
         gates, cache = self.stacked_gates(), self.eval_cache()
         w_ih = [g.input_weight.quant_weight() for g in gates]
@@ -60,8 +74,11 @@ class QuantLSTMLayer(EvalCacheMixin, nn.Module):
         else:  # the weight proxies return the same QuantTensors while the weights are unchanged
             w_ih_cat = cache.memo("w_ih", tuple(w_ih_values), lambda: torch.cat(w_ih_values))
             w_hh_cat = cache.memo("w_hh", tuple(w_hh), lambda: torch.cat(w_hh))
-            bias = cache.memo("bias", (input_scale, *biases, *(w.scale for w in w_ih)),
-                              lambda: _quant_biases(gates, w_ih, input_scale))
+            bias = cache.memo(
+                "bias",
+                (input_scale, *biases, *(w.scale for w in w_ih)),
+                lambda: _quant_biases(gates, w_ih, input_scale),
+            )
         xw = project_inputs(x, w_ih_cat, bias)
         cell = prepare(cache, "cell", [self.cell.cell_state_quant], h0.shape[-1], x.dtype)
         if given:
@@ -72,8 +89,9 @@ class QuantLSTMLayer(EvalCacheMixin, nn.Module):
         return out, (h, c)
 
 
-def _quant_biases(gates: list[GateParams], weights: list[QuantTensor], input_scale: Tensor | None
-                  ) -> Tensor | None:
+def _quant_biases(
+    gates: list[GateParams], weights: list[QuantTensor], input_scale: Tensor | None
+) -> Tensor | None:
     """The gate biases, stacked, each on its grid; one call when the grid is input x weight scale.
 
     The bias quantizer is one instance per layer and direction: on the accumulator grid the stacked
@@ -152,10 +170,30 @@ class QuantLSTM(QuantRecurrent):
         self.shared_intra_layer_weight_quant = bool(shared_intra_layer_weight_quant)
         self.shared_intra_layer_gate_acc_quant = bool(shared_intra_layer_gate_acc_quant)
         self.shared_cell_state_quant = bool(shared_cell_state_quant)
-        quants = {"weight": weight_quant, "bias": bias_quant, "io": io_quant, "gate_acc": gate_acc_quant,
-                  "sigmoid": sigmoid_quant, "tanh": tanh_quant, "cell_state": cell_state_quant}
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         shared_input_hidden_weights, return_quant_tensor, quants, kwargs, device, dtype)
+        quants = {
+            "weight": weight_quant,
+            "bias": bias_quant,
+            "io": io_quant,
+            "gate_acc": gate_acc_quant,
+            "sigmoid": sigmoid_quant,
+            "tanh": tanh_quant,
+            "cell_state": cell_state_quant,
+        }
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            shared_input_hidden_weights,
+            return_quant_tensor,
+            quants,
+            kwargs,
+            device,
+            dtype,
+        )
 
     def _shared_quantizers(self, owner: str, quants: dict, routed: dict) -> dict:
         """The cell-state quantizer, when one instance serves all layers (`shared_cell_state_quant`)."""
@@ -164,8 +202,16 @@ class QuantLSTM(QuantRecurrent):
         proxy = act_proxy(quants["cell_state"], routed["cell_state"], owner, "cell_state_quant")
         return {"cell_state": proxy}
 
-    def _build(self, owner: str, in_size: int, quants: dict, routed: dict, shared: dict, reverse: bool,
-               forward_layer: nn.Module | None) -> QuantLSTMLayer:
+    def _build(
+        self,
+        owner: str,
+        in_size: int,
+        quants: dict,
+        routed: dict,
+        shared: dict,
+        reverse: bool,
+        forward_layer: nn.Module | None,
+    ) -> QuantLSTMLayer:
         names = [n for n in GATES if not (n == "forget" and self.coupled_input_forget_gates)]
         gate_quants, overrides = gate_quantizers(quants, routed)
         params: dict[str, GateParams] = {}
@@ -173,16 +219,18 @@ class QuantLSTM(QuantRecurrent):
             input_weight = None
             if forward_layer is not None:  # the reverse direction reuses the forward input-hidden weight
                 input_weight = getattr(forward_layer, f"{name}_gate_params").input_weight
-            gate = GateParams(in_size, self.hidden_size, self.bias, gate_quants, overrides, owner,
-                              input_weight)
+            gate = GateParams(
+                in_size, self.hidden_size, self.bias, gate_quants, overrides, owner, input_weight
+            )
             params[name] = gate
             # later gates reuse this gate's bias quantizer (one per layer and direction) and, when
             # asked, its weight quantizers; a shared proxy takes no overrides
             gate_quants = {**gate_quants, "bias": gate.bias_quant}
             overrides = {**overrides, "bias": {}}
             if self.shared_intra_layer_weight_quant:
-                gate_quants.update(input_weight=gate.input_weight.weight_quant,
-                                   hidden_weight=gate.hidden_weight.weight_quant)
+                gate_quants.update(
+                    input_weight=gate.input_weight.weight_quant, hidden_weight=gate.hidden_weight.weight_quant
+                )
                 overrides.update(input_weight={}, hidden_weight={})
         return QuantLSTMLayer(params, self._build_cell(owner, quants, routed, shared), shared["io"], reverse)
 
@@ -227,11 +275,14 @@ class QuantLSTM(QuantRecurrent):
             c_n = torch.stack(plain)
             if self.return_quant_tensor:
                 last = cells[-1]
-                c_n = QuantTensor(c_n, last.scale, last.zero_point, last.bit_width, last.signed,
-                                  last.training)
+                c_n = QuantTensor(
+                    c_n, last.scale, last.zero_point, last.bit_width, last.signed, last.training
+                )
         elif self.return_quant_tensor:
-            c_n = [QuantTensor(p, c.scale, c.zero_point, c.bit_width, c.signed, c.training)
-                   for p, c in zip(plain, cells, strict=True)]
+            c_n = [
+                QuantTensor(p, c.scale, c.zero_point, c.bit_width, c.signed, c.training)
+                for p, c in zip(plain, cells, strict=True)
+            ]
         else:
             c_n = plain
         return output, (h_n, c_n)

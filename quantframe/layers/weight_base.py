@@ -167,8 +167,12 @@ class QuantWBIOLayer(QuantIOMixin):
     ) -> QuantTensor:
         """The op's output with the accumulator grid (see the module docstring); no grid: None metadata."""
         on_grid = (
-            isinstance(x, QuantTensor) and x.scale is not None and x.bit_width is not None
-            and x.signed is not None and x.scale.numel() == 1 and weight is not None
+            isinstance(x, QuantTensor)
+            and x.scale is not None
+            and x.bit_width is not None
+            and x.signed is not None
+            and x.scale.numel() == 1
+            and weight is not None
         )
         weight_scale = self._output_channel_scale(weight.scale) if on_grid else None
         if weight_scale is None:

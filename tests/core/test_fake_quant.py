@@ -25,8 +25,11 @@ def test_values_and_gradients_equal_the_reference(scale_shape, zero_point, lo, h
     ref = reference_fake_quant(x, scale, zp, lo, hi)
     assert torch.equal(fast, ref)
     grad = torch.randn_like(ref)
-    for got, want in zip(torch.autograd.grad(fast, (x, scale, zp), grad),
-                         torch.autograd.grad(ref, (x, scale, zp), grad), strict=True):
+    for got, want in zip(
+        torch.autograd.grad(fast, (x, scale, zp), grad),
+        torch.autograd.grad(ref, (x, scale, zp), grad),
+        strict=True,
+    ):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-4)
 
 

@@ -76,9 +76,9 @@ def test_precision_mode_turns_integer_weights_unsigned(tmp_path):
     for exact in (False, True):
         saved = tmp_path / f"optimized_{exact}.onnx"
         session = onnxruntime_session(exported, exact_integer_kernels=exact, optimized_model_filepath=saved)
-        assert (
-            np.abs(session.run(None, {"input": x.numpy()})[0] - torch_eval(model, x)).max() <= step * 1.0001
-        )
+        error = np.abs(session.run(None, {"input": x.numpy()})[0] - torch_eval(model, x)).max()
+        if exact or not helper.u8s8_saturates():  # U8S8 on a CPU without VNNI: tens of steps off
+            assert error <= step * 1.0001
         graph = onnx.load(str(saved)).graph
         conv = next(n for n in graph.node if n.op_type == "QLinearConv")
         weight = next(t for t in graph.initializer if t.name == conv.input[3])
@@ -140,3 +140,25 @@ def test_folded_weights_equal_onnxruntime_dequantize_linear_bit_for_bit(axis):
     expected = ort.InferenceSession(model.SerializeToString(), options).run(None, {})[0]
     inits = {t.name: t for t in graph.initializer}
     np.testing.assert_array_equal(helper.dequantized_value(node, ints, inits), expected)
+
+
+@pytest.mark.parametrize("fold_weights", [False, True])
+def test_precision_mode_folds_int8_weights_that_reach_several_nodes(fold_weights):
+    """onnxruntime's S8-to-U8 conversion fails on one int8 weight read twice; the session folds it."""
+    from quantframe.layers import QuantLSTM
+
+    torch.manual_seed(0)
+    off = dict(bias_quant=None, io_quant=None, gate_acc_quant=None, sigmoid_quant=None, tanh_quant=None)
+    off["cell_state_quant"] = None
+    model = QuantLSTM(4, 5, bidirectional=True, shared_input_hidden_weights=True, **off)
+    x = torch.randn(3, 2, 4)
+    exported = export_onnx_qcdq(model.eval(), x, opset_version=14)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(exported)
+    assert helper.fold_unfused_dequantize(copy) == 0  # nothing feeds a Conv/Gemm/MatMul
+    assert helper.fold_unfused_dequantize(copy, shared=True) == 1  # the shared input-hidden weights
+    assert [n.op_type for n in copy.graph.node].count("DequantizeLinear") == 2  # the hidden weights'
+    session = onnxruntime_session(exported, exact_integer_kernels=True, fold_weights=fold_weights)
+    with torch.no_grad():
+        expected = model(x)[0].numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, rtol=0, atol=1e-5)

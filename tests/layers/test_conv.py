@@ -45,16 +45,31 @@ CONV_CASES = [
     (nn.Conv1d, QuantConv1d, (4, 6, 3), {"stride": 2, "dilation": 2, "groups": 2, "padding": 2}, (2, 4, 13)),
     (nn.Conv1d, QuantConv1d, (3, 4, 3), {"padding": 1, "padding_mode": "reflect"}, (2, 3, 9)),
     (nn.Conv2d, QuantConv2d, (2, 3, 3), {}, (2, 2, 8, 8)),
-    (nn.Conv2d, QuantConv2d, (4, 6, (3, 2)), {"stride": (2, 1), "groups": 2, "dilation": (1, 2)},
-     (1, 4, 9, 9)),
+    (
+        nn.Conv2d,
+        QuantConv2d,
+        (4, 6, (3, 2)),
+        {"stride": (2, 1), "groups": 2, "dilation": (1, 2)},
+        (1, 4, 9, 9),
+    ),
     (nn.Conv2d, QuantConv2d, (3, 5, 3), {"padding": "same", "dilation": 2}, (2, 3, 7, 8)),
     (nn.Conv2d, QuantConv2d, (3, 5, 3), {"padding": 2, "padding_mode": "circular"}, (2, 3, 7, 8)),
-    (nn.Conv2d, QuantConv2d, (3, 5, 3), {"padding": 1, "padding_mode": "reflect", "bias": False},
-     (2, 3, 6, 6)),
+    (
+        nn.Conv2d,
+        QuantConv2d,
+        (3, 5, 3),
+        {"padding": 1, "padding_mode": "reflect", "bias": False},
+        (2, 3, 6, 6),
+    ),
     (nn.Conv2d, QuantConv2d, (3, 5, 3), {"padding": (1, 2), "padding_mode": "replicate"}, (3, 6, 6)),
     (nn.Conv3d, QuantConv3d, (2, 4, 3), {"padding": "same"}, (1, 2, 5, 5, 5)),
-    (nn.Conv3d, QuantConv3d, (4, 4, 2), {"stride": 2, "groups": 4, "padding_mode": "circular", "padding": 1},
-     (2, 4, 6, 6, 6)),
+    (
+        nn.Conv3d,
+        QuantConv3d,
+        (4, 4, 2),
+        {"stride": 2, "groups": 4, "padding_mode": "circular", "padding": 1},
+        (2, 4, 6, 6, 6),
+    ),
 ]
 
 
@@ -110,8 +125,9 @@ def test_accumulator_scale_is_input_scale_times_weight_scale(x):
 
 
 def test_per_channel_weight_scale_is_laid_out_over_output_channels(x):
-    layer = quant_conv(input_quant=Int8ActPerTensorFloat, weight_quant=Int8WeightPerChannelFloat,
-                       return_quant_tensor=True)
+    layer = quant_conv(
+        input_quant=Int8ActPerTensorFloat, weight_quant=Int8WeightPerChannelFloat, return_quant_tensor=True
+    )
     out = layer(x)
     assert out.scale.shape == (3, 1, 1)
     expected = layer.weight.detach().abs().amax(dim=(1, 2, 3)) / 127
@@ -152,8 +168,9 @@ def test_int8_bias_scale_is_input_scale_times_weight_scale(x):
 
 
 def test_output_quant_gives_8_bits(x):
-    out = quant_conv(input_quant=Int8ActPerTensorFloat, output_quant=Int8ActPerTensorFloat,
-                     return_quant_tensor=True)(x)
+    out = quant_conv(
+        input_quant=Int8ActPerTensorFloat, output_quant=Int8ActPerTensorFloat, return_quant_tensor=True
+    )(x)
     assert out.bit_width.item() == 8
     assert_on_grid(out, atol=1e-3)
 
@@ -169,8 +186,11 @@ def test_internal_scaling_bias_needs_no_quantized_input(x):
 
 
 def test_internal_scaling_bias_on_quantized_accumulator_moves_the_zero_point(x):
-    out = quant_conv(input_quant=Int8ActPerTensorFloat, bias_quant=Int8BiasPerTensorFloatInternalScaling,
-                     return_quant_tensor=True)(x)
+    out = quant_conv(
+        input_quant=Int8ActPerTensorFloat,
+        bias_quant=Int8BiasPerTensorFloatInternalScaling,
+        return_quant_tensor=True,
+    )(x)
     assert out.zero_point.shape == (3, 1, 1)
     assert_on_grid(out)
 
@@ -251,8 +271,9 @@ def test_load_state_dict_copies_behaviour_exactly(x):
     for _ in range(3):
         source(x * 3)  # move the input statistics away from a fresh layer's
     torch.manual_seed(5)
-    target = QuantConv2d(2, 3, 3, input_quant=Int8ActPerTensorFloat, bias_quant=Int8Bias,
-                         return_quant_tensor=True)
+    target = QuantConv2d(
+        2, 3, 3, input_quant=Int8ActPerTensorFloat, bias_quant=Int8Bias, return_quant_tensor=True
+    )
     target.load_state_dict(source.state_dict())
     source.eval()
     target.eval()

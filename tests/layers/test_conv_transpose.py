@@ -26,15 +26,35 @@ def assert_on_grid(qt: QuantTensor, atol: float = 0.1) -> None:
 
 CASES = [
     (nn.ConvTranspose1d, QuantConvTranspose1d, (3, 4, 3), {}, (2, 3, 7)),
-    (nn.ConvTranspose1d, QuantConvTranspose1d, (4, 6, 3), {"stride": 2, "groups": 2, "dilation": 2},
-     (2, 4, 9)),
-    (nn.ConvTranspose2d, QuantConvTranspose2d, (2, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1},
-     (2, 2, 5, 5)),
-    (nn.ConvTranspose2d, QuantConvTranspose2d, (4, 2, (3, 2)), {"stride": (2, 3), "groups": 2, "bias": False},
-     (1, 4, 4, 6)),
+    (
+        nn.ConvTranspose1d,
+        QuantConvTranspose1d,
+        (4, 6, 3),
+        {"stride": 2, "groups": 2, "dilation": 2},
+        (2, 4, 9),
+    ),
+    (
+        nn.ConvTranspose2d,
+        QuantConvTranspose2d,
+        (2, 3, 3),
+        {"stride": 2, "padding": 1, "output_padding": 1},
+        (2, 2, 5, 5),
+    ),
+    (
+        nn.ConvTranspose2d,
+        QuantConvTranspose2d,
+        (4, 2, (3, 2)),
+        {"stride": (2, 3), "groups": 2, "bias": False},
+        (1, 4, 4, 6),
+    ),
     (nn.ConvTranspose2d, QuantConvTranspose2d, (3, 5, 3), {}, (3, 4, 4)),
-    (nn.ConvTranspose3d, QuantConvTranspose3d, (2, 4, 3), {"stride": 2, "dilation": (1, 2, 1)},
-     (1, 2, 3, 4, 3)),
+    (
+        nn.ConvTranspose3d,
+        QuantConvTranspose3d,
+        (2, 4, 3),
+        {"stride": 2, "dilation": (1, 2, 1)},
+        (1, 2, 3, 4, 3),
+    ),
 ]
 
 
@@ -79,8 +99,15 @@ def test_accumulator_bit_width_follows_the_contract(dims, in_channels, out_chann
     # DESIGN §5: K = weight.shape[1] * prod(max(ceil(k_d / s_d), 1)); bits = ceil(log2(255 * 255 * K))
     k = (out_channels // groups) * max(math.ceil(kernel / stride), 1) ** dims
     cls = {1: QuantConvTranspose1d, 2: QuantConvTranspose2d, 3: QuantConvTranspose3d}[dims]
-    layer = cls(in_channels, out_channels, kernel, stride=stride, groups=groups,
-                input_quant=Int8ActPerTensorFloat, return_quant_tensor=True)
+    layer = cls(
+        in_channels,
+        out_channels,
+        kernel,
+        stride=stride,
+        groups=groups,
+        input_quant=Int8ActPerTensorFloat,
+        return_quant_tensor=True,
+    )
     out = layer(torch.randn(2, in_channels, *([4] * dims)))
     assert out.bit_width.item() == math.ceil(math.log2(255 * 255 * k))
     assert_on_grid(out)
@@ -88,9 +115,16 @@ def test_accumulator_bit_width_follows_the_contract(dims, in_channels, out_chann
 
 def test_per_channel_weights_scale_along_output_channels():
     torch.manual_seed(0)
-    layer = QuantConvTranspose2d(4, 3, 3, stride=2, weight_quant=Int8WeightPerChannelFloat,
-                                 input_quant=Int8ActPerTensorFloat, bias_quant=Int8Bias,
-                                 return_quant_tensor=True)
+    layer = QuantConvTranspose2d(
+        4,
+        3,
+        3,
+        stride=2,
+        weight_quant=Int8WeightPerChannelFloat,
+        input_quant=Int8ActPerTensorFloat,
+        bias_quant=Int8Bias,
+        return_quant_tensor=True,
+    )
     scale = layer.quant_weight_scale()
     assert scale.shape == (1, 3, 1, 1)
     expected = layer.weight.detach().abs().amax(dim=(0, 2, 3)) / 127

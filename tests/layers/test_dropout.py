@@ -36,8 +36,10 @@ def test_eval_is_identity_on_quant_tensors():
     assert torch.equal(QuantDropout(0.5, return_quant_tensor=False).eval()(x), x.value)
 
 
-@pytest.mark.parametrize(("bit_width", "signed", "zero_point", "out_bits"),
-                         [(8, True, 0, 8), (8, False, 37, 8), (1, True, 0, 2), (4, False, 0, 4)])
+@pytest.mark.parametrize(
+    ("bit_width", "signed", "zero_point", "out_bits"),
+    [(8, True, 0, 8), (8, False, 37, 8), (1, True, 0, 2), (4, False, 0, 4)],
+)
 def test_training_keeps_a_valid_rescaled_grid(bit_width, signed, zero_point, out_bits):
     x = grid_tensor((16, 32), bit_width, signed, 0.05, zero_point)
     torch.manual_seed(1)

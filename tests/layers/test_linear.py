@@ -55,8 +55,14 @@ def test_default_weight_quant_is_int8_per_tensor_narrow():
 
 def test_per_channel_accumulator_broadcasts_over_the_last_dim():
     torch.manual_seed(0)
-    layer = QuantLinear(7, 4, weight_quant=Int8WeightPerChannelFloat, input_quant=Int8ActPerTensorFloat,
-                        bias_quant=Int32Bias, return_quant_tensor=True)
+    layer = QuantLinear(
+        7,
+        4,
+        weight_quant=Int8WeightPerChannelFloat,
+        input_quant=Int8ActPerTensorFloat,
+        bias_quant=Int32Bias,
+        return_quant_tensor=True,
+    )
     out = layer(torch.randn(2, 3, 7))
     assert out.scale.shape == (4,)
     assert out.bit_width.item() == max(math.ceil(math.log2(255 * 255 * 7)), 32) + 1
@@ -74,8 +80,14 @@ def test_float_bias_zero_point_is_per_output_feature():
 
 def test_per_group_weights_give_no_accumulator_grid():
     torch.manual_seed(0)
-    layer = QuantLinear(8, 4, weight_quant=Int8WeightPerGroupFloat, weight_group_size=4,
-                        input_quant=Int8ActPerTensorFloat, return_quant_tensor=True)
+    layer = QuantLinear(
+        8,
+        4,
+        weight_quant=Int8WeightPerGroupFloat,
+        weight_group_size=4,
+        input_quant=Int8ActPerTensorFloat,
+        return_quant_tensor=True,
+    )
     out = layer(torch.randn(5, 8))
     assert out.scale is None and not out.is_valid
     with pytest.raises(ValueError, match="QuantLinear: bias_quant=Int8Bias .* per group"):

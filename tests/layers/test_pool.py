@@ -179,8 +179,10 @@ def test_trunc_avg_pool_errors():
 def test_adaptive_avg_pool_disabled_equals_torch(output_size):
     x = torch.randn(2, 3, 7, 8, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(
-        QuantAdaptiveAvgPool2d(output_size, trunc_quant=None)(x), nn.AdaptiveAvgPool2d(output_size)(x),
-        atol=1e-6, rtol=0,
+        QuantAdaptiveAvgPool2d(output_size, trunc_quant=None)(x),
+        nn.AdaptiveAvgPool2d(output_size)(x),
+        atol=1e-6,
+        rtol=0,
     )
 
 

@@ -50,8 +50,11 @@ def _trained(model, seed=0):
 
 @pytest.mark.parametrize(
     "kwargs, expected",
-    [({}, 600), ({"bidirectional": True}, 1200),
-     ({"bidirectional": True, "shared_input_hidden_weights": True}, 1000)],
+    [
+        ({}, 600),
+        ({"bidirectional": True}, 1200),
+        ({"bidirectional": True, "shared_input_hidden_weights": True}, 1000),
+    ],
 )
 def test_weight_counts(kwargs, expected):
     assert _weight_count(QuantRNN(10, 20, **kwargs)) == expected
@@ -78,7 +81,13 @@ def test_layers_directions_and_quantizer_instances():
 def test_torch_argument_order_and_checks():
     rnn = QuantRNN(3, 5, 2, "relu", False, True, 0.25, True)
     assert (rnn.num_layers, rnn.nonlinearity, rnn.bias, rnn.batch_first, rnn.dropout, rnn.bidirectional) == (
-        2, "relu", False, True, 0.25, True)
+        2,
+        "relu",
+        False,
+        True,
+        0.25,
+        True,
+    )
     assert all(layer.gate_params.bias is None for d in rnn.layers for layer in d)
     with pytest.raises(ValueError, match="nonlinearity='sigmoid'.*'tanh' or 'relu'"):
         QuantRNN(3, 5, nonlinearity="sigmoid")
@@ -105,8 +114,14 @@ def test_overrides_route_by_prefix_and_typos_fail():
 
 
 def test_four_bit_per_channel_weights_and_six_bit_io():
-    rnn = QuantRNN(10, 20, weight_bit_width=4, weight_scaling_per_output_channel=True, io_bit_width=6,
-                   return_quant_tensor=True)
+    rnn = QuantRNN(
+        10,
+        20,
+        weight_bit_width=4,
+        weight_scaling_per_output_channel=True,
+        io_bit_width=6,
+        return_quant_tensor=True,
+    )
     for weight in (rnn.layers[0][0].gate_params.input_weight, rnn.layers[0][0].gate_params.hidden_weight):
         qw = weight.quant_weight()
         assert qw.bit_width.item() == 4 and qw.scale.numel() == 20 and qw.is_valid
@@ -137,8 +152,9 @@ def test_signed_binary_weights():
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 def test_equals_torch_rnn_when_quantizers_are_none(num_layers, bidirectional, batch_first, nonlinearity):
     torch.manual_seed(0)
-    kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
-                  nonlinearity=nonlinearity)
+    kwargs = dict(
+        num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, nonlinearity=nonlinearity
+    )
     ref = nn.RNN(4, 6, **kwargs)
     rnn = QuantRNN(4, 6, **kwargs, **NONE)
     rnn.load_state_dict(ref.state_dict())
@@ -293,8 +309,9 @@ def test_eval_paths_agree_and_training_collects_statistics():
 
 
 def test_training_backward_reaches_every_parameter():
-    rnn = QuantRNN(4, 6, num_layers=2, bidirectional=True, io_collect_stats_steps=1,
-                   gate_acc_collect_stats_steps=1)
+    rnn = QuantRNN(
+        4, 6, num_layers=2, bidirectional=True, io_collect_stats_steps=1, gate_acc_collect_stats_steps=1
+    )
     rnn(_x())
     rnn.train()
     out, h = rnn(_x(seed=3))

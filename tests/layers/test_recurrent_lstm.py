@@ -8,8 +8,15 @@ from quantframe import QuantTensor
 from quantframe.core.scaling import ParameterFromStatsScaling
 from quantframe.layers import QuantLSTM
 
-NONE = dict(weight_quant=None, bias_quant=None, io_quant=None, gate_acc_quant=None, sigmoid_quant=None,
-            tanh_quant=None, cell_state_quant=None)
+NONE = dict(
+    weight_quant=None,
+    bias_quant=None,
+    io_quant=None,
+    gate_acc_quant=None,
+    sigmoid_quant=None,
+    tanh_quant=None,
+    cell_state_quant=None,
+)
 GATE_PARAMS = ("input_gate_params", "forget_gate_params", "cell_gate_params", "output_gate_params")
 
 
@@ -41,16 +48,26 @@ def test_gates_weights_and_quantizer_instances():
         gates = [getattr(layer, name) for name in GATE_PARAMS]
         assert len({id(g.input_weight.weight_quant) for g in gates}) == 4
         assert len({id(g.bias_quant) for g in gates}) == 1  # one bias quantizer per layer and direction
-        accs = [layer.cell.input_acc_quant, layer.cell.forget_acc_quant, layer.cell.cell_acc_quant,
-                layer.cell.output_acc_quant]
+        accs = [
+            layer.cell.input_acc_quant,
+            layer.cell.forget_acc_quant,
+            layer.cell.cell_acc_quant,
+            layer.cell.output_acc_quant,
+        ]
         assert len({id(a) for a in accs}) == 4
     assert len({id(layer.input_gate_params.bias_quant) for layer in layers}) == 4
 
 
 def test_sharing_flags():
-    lstm = QuantLSTM(4, 6, num_layers=2, shared_intra_layer_weight_quant=True,
-                     shared_intra_layer_gate_acc_quant=True, shared_cell_state_quant=False,
-                     cat_output_cell_states=False)
+    lstm = QuantLSTM(
+        4,
+        6,
+        num_layers=2,
+        shared_intra_layer_weight_quant=True,
+        shared_intra_layer_gate_acc_quant=True,
+        shared_cell_state_quant=False,
+        cat_output_cell_states=False,
+    )
     layer = lstm.layers[0][0]
     gates = [getattr(layer, name) for name in GATE_PARAMS]
     assert len({id(g.input_weight.weight_quant) for g in gates}) == 1
@@ -88,8 +105,9 @@ def test_coupled_input_forget_gates():
     torch.testing.assert_close(lstm(x)[0], ref(x)[0], atol=1e-6, rtol=0)
     with pytest.raises(RuntimeError, match='Unexpected key.*"weight_ih_l0", "weight_hh_l0", "bias_ih_l0"'):
         QuantLSTM(4, 6, coupled_input_forget_gates=True, **NONE).load_state_dict(nn.LSTM(4, 6).state_dict())
-    QuantLSTM(4, 6, coupled_input_forget_gates=True, **NONE).load_state_dict(nn.LSTM(4, 6).state_dict(),
-                                                                             strict=False)
+    QuantLSTM(4, 6, coupled_input_forget_gates=True, **NONE).load_state_dict(
+        nn.LSTM(4, 6).state_dict(), strict=False
+    )
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -129,8 +147,9 @@ def test_gradients_equal_torch_lstm_when_quantizers_are_none():
     for ours, theirs in ((x, rx), (hx[0], rhx[0]), (hx[1], rhx[1])):
         torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)
     forget_rows = ref.weight_hh_l1_reverse.grad.chunk(4)[1]
-    torch.testing.assert_close(lstm.layers[1][1].forget_gate_params.hidden_weight.weight.grad, forget_rows,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        lstm.layers[1][1].forget_gate_params.hidden_weight.weight.grad, forget_rows, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_torch_gate_order_is_i_f_g_o():
@@ -145,8 +164,14 @@ def test_torch_gate_order_is_i_f_g_o():
 
 
 def test_per_channel_four_bit_weights_have_hidden_size_scales_per_gate():
-    lstm = QuantLSTM(10, 20, weight_bit_width=4, weight_scaling_per_output_channel=True, io_bit_width=6,
-                     return_quant_tensor=True)
+    lstm = QuantLSTM(
+        10,
+        20,
+        weight_bit_width=4,
+        weight_scaling_per_output_channel=True,
+        io_bit_width=6,
+        return_quant_tensor=True,
+    )
     layer = lstm.layers[0][0]
     for name in GATE_PARAMS:
         for weight in (getattr(layer, name).input_weight, getattr(layer, name).hidden_weight):
@@ -176,8 +201,16 @@ def test_return_quant_tensor_states():
 
 
 def test_cell_states_as_a_list():
-    lstm = _trained(QuantLSTM(4, 6, num_layers=2, cat_output_cell_states=False, shared_cell_state_quant=False,
-                              return_quant_tensor=True))
+    lstm = _trained(
+        QuantLSTM(
+            4,
+            6,
+            num_layers=2,
+            cat_output_cell_states=False,
+            shared_cell_state_quant=False,
+            return_quant_tensor=True,
+        )
+    )
     out, (h, c) = lstm(_x())
     assert isinstance(c, list) and len(c) == 2
     for layer, state in zip(lstm.layers, c, strict=True):
@@ -198,8 +231,11 @@ def test_unbatched_input_and_initial_state():
 def test_states_lie_on_their_grids():
     lstm = _trained(QuantLSTM(4, 6, num_layers=2))
     out, (h, c) = lstm(_x(), (_x((2, 3, 6), seed=1), _x((2, 3, 6), seed=2)))
-    for values, scale in ((out, lstm.io_quant.scale()), (h, lstm.io_quant.scale()),
-                          (c, lstm.layers[0][0].cell.cell_state_quant.scale())):
+    for values, scale in (
+        (out, lstm.io_quant.scale()),
+        (h, lstm.io_quant.scale()),
+        (c, lstm.layers[0][0].cell.cell_state_quant.scale()),
+    ):
         levels = values / scale
         assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.abs().max() <= 128
 

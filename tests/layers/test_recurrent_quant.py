@@ -48,9 +48,13 @@ def test_grouped_ranges_share_one_clamp_through_the_zero_point():
     x = _x((5, 32), spread=1.0)
     chunks = x.split(8, dim=1)
     expected = torch.cat(
-        [_torch_fake_quant(c, torch.tensor(t) / 255, 0, 255) for c, t in zip(chunks[:3], (1.0, 0.8, 0.6),
-                                                                              strict=True)]
-        + [_torch_fake_quant(chunks[3], torch.tensor(1.0) / 128, -128, 127)], dim=1)
+        [
+            _torch_fake_quant(c, torch.tensor(t) / 255, 0, 255)
+            for c, t in zip(chunks[:3], (1.0, 0.8, 0.6), strict=True)
+        ]
+        + [_torch_fake_quant(chunks[3], torch.tensor(1.0) / 128, -128, 127)],
+        dim=1,
+    )
     assert torch.equal(quant.apply(x.clone(), x.clone()), expected)
     assert torch.equal(quant.quant(x), expected)  # the per-channel kernel with shifted zero points
 
@@ -60,8 +64,9 @@ def test_different_range_widths_fall_back_to_chunk_by_chunk():
     quant = StepQuant(proxies, 8)
     assert quant.mode == "dynamic"
     x = _x((3, 16), spread=1.0)
-    expected = torch.cat([_torch_fake_quant(x[:, :8], 1 / 128, -128, 127),
-                          _torch_fake_quant(x[:, 8:], 1 / 8, -8, 7)], dim=1)
+    expected = torch.cat(
+        [_torch_fake_quant(x[:, :8], 1 / 128, -128, 127), _torch_fake_quant(x[:, 8:], 1 / 8, -8, 7)], dim=1
+    )
     assert torch.equal(quant.quant(x), expected)
 
 
@@ -120,8 +125,42 @@ def test_eval_cache_reuses_until_state_changes():
         weight = torch.ones(3)
         calls = []
         assert cache.memo("w", (weight,), lambda: calls.append(1) or weight * 2) is cache.memo(
-            "w", (weight,), lambda: calls.append(1) or weight * 2)
+            "w", (weight,), lambda: calls.append(1) or weight * 2
+        )
         weight.add_(1)
         again = cache.memo("w", (weight,), lambda: calls.append(1) or weight * 2)
         assert torch.equal(again, torch.full((3,), 4.0))
         assert len(calls) == 2
+
+
+def test_collecting_chain_without_autograd_equals_the_quantizers_own_forward():
+    def proxies():  # a low percentile, so that the largest values clip
+        return [
+            act_proxy(Int8ActPerTensorFloat, {"high_percentile_q": 80.0}, "test", "a"),
+            act_proxy(None, {}, "test", "b"),
+            act_proxy(Uint8ActPerTensorFloat, {"high_percentile_q": 80.0}, "test", "c"),
+        ]
+
+    fast, reference = proxies(), proxies()
+    x = _x((4, 24), spread=2.0)
+    x[:, 16:] = x[:, 16:].abs()
+    quant = StepQuant(fast, 8)
+    assert quant.mode == "dynamic" and quant.plain
+    record = quant.record(3, (4, 24), x)
+    bounds = [(-128, 127), None, (0, 255)]
+    for t in range(3):
+        value = quant.apply(x * (t + 1), torch.empty_like(x), record, t)
+        chunks = (x * (t + 1)).split(8, dim=1)
+        expected = [p(c) for p, c in zip(reference, chunks, strict=True)]
+        plain = [e.value if n != 1 else e for n, e in enumerate(expected)]
+        assert torch.equal(value, torch.cat(plain, dim=1))
+        masks = [
+            torch.ones_like(c, dtype=torch.bool)
+            if b is None
+            else ((c / e.scale).round() >= b[0]) & ((c / e.scale).round() <= b[1])
+            for c, e, b in zip(chunks, expected, bounds, strict=True)
+        ]
+        assert torch.equal(record.mask_at[t].bool(), torch.cat(masks, dim=1))
+        assert not record.mask_at[t].bool().all()  # some values clipped
+    for ours, theirs in zip(fast, reference, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(ours.buffers(), theirs.buffers(), strict=True))

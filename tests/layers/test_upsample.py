@@ -19,8 +19,12 @@ def grid_tensor(shape, scale=0.05, seed=0) -> QuantTensor:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"scale_factor": 2}, {"size": (5, 7)}, {"scale_factor": 2, "mode": "bilinear", "align_corners": False},
-     {"scale_factor": 1.5, "mode": "bicubic", "align_corners": True}],
+    [
+        {"scale_factor": 2},
+        {"size": (5, 7)},
+        {"scale_factor": 2, "mode": "bilinear", "align_corners": False},
+        {"scale_factor": 1.5, "mode": "bicubic", "align_corners": True},
+    ],
 )
 def test_plain_equals_torch(kwargs):
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))

@@ -151,8 +151,11 @@ def test_no_accumulator_metadata_unless_returned(monkeypatch, x):
         {},
         {"input_quant": Int8ActPerTensorFloat},
         {"bias_quant": Int8BiasPerTensorFloatInternalScaling},
-        {"input_quant": Int8ActPerTensorFloat, "output_quant": Int8ActPerTensorFloat,
-         "return_quant_tensor": True},
+        {
+            "input_quant": Int8ActPerTensorFloat,
+            "output_quant": Int8ActPerTensorFloat,
+            "return_quant_tensor": True,
+        },
     ]
     for kwargs in lean:
         QuantConv2d(2, 3, 3, **kwargs)(x)
@@ -203,16 +206,24 @@ def test_quant_bias_uses_a_given_input_scale():
 
 def test_zero_point_offsets_make_the_accumulator_signed(x):
     torch.manual_seed(0)
-    layer = QuantConv2d(2, 3, 3, bias=False, weight_quant=ShiftedUint8WeightPerTensorFloat,
-                        input_quant=ShiftedUint8ActPerTensorFloat, return_quant_tensor=True)
+    layer = QuantConv2d(
+        2,
+        3,
+        3,
+        bias=False,
+        weight_quant=ShiftedUint8WeightPerTensorFloat,
+        input_quant=ShiftedUint8ActPerTensorFloat,
+        return_quant_tensor=True,
+    )
     out = layer(x)
     assert out.signed is True
     assert_on_grid(out)
 
 
 def test_bipolar_weights_times_unsigned_input_stay_on_the_grid():
-    layer = QuantLinear(18, 2, bias=False, weight_quant=SignedBinaryWeightPerTensorConst,
-                        return_quant_tensor=True)
+    layer = QuantLinear(
+        18, 2, bias=False, weight_quant=SignedBinaryWeightPerTensorConst, return_quant_tensor=True
+    )
     with torch.no_grad():
         layer.weight.fill_(1.0)
     scale, zero_point, bit_width = torch.tensor(0.5), torch.tensor(0.0), torch.tensor(8.0)
@@ -233,16 +244,24 @@ def test_half_precision(dtype):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_device():
-    layer = QuantConv2d(2, 3, 3, input_quant=Int8ActPerTensorFloat, bias_quant=Int8Bias,
-                        return_quant_tensor=True, device="cuda")
+    layer = QuantConv2d(
+        2,
+        3,
+        3,
+        input_quant=Int8ActPerTensorFloat,
+        bias_quant=Int8Bias,
+        return_quant_tensor=True,
+        device="cuda",
+    )
     out = layer(torch.randn(2, 2, 6, 6, device="cuda"))
     assert out.value.is_cuda and out.bit_width.is_cuda and out.is_valid
 
 
 def test_deepcopy_and_pickle_preserve_outputs(x):
     torch.manual_seed(0)
-    layer = QuantConv2d(2, 3, 3, input_quant=Int8ActPerTensorFloat, bias_quant=Int8Bias,
-                        return_quant_tensor=True)
+    layer = QuantConv2d(
+        2, 3, 3, input_quant=Int8ActPerTensorFloat, bias_quant=Int8Bias, return_quant_tensor=True
+    )
     layer(x)
     layer.eval()
     with torch.no_grad():
@@ -250,7 +269,10 @@ def test_deepcopy_and_pickle_preserve_outputs(x):
         buffer = io.BytesIO()
         torch.save(layer, buffer)
         buffer.seek(0)
-        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer)),
-                      torch.load(buffer, weights_only=False)):
+        for clone in (
+            copy.deepcopy(layer),
+            pickle.loads(pickle.dumps(layer)),
+            torch.load(buffer, weights_only=False),
+        ):
             out = clone(x)
             assert torch.equal(out.value, expected.value) and torch.equal(out.scale, expected.scale)
