@@ -60,6 +60,35 @@ class RunningStatistic(nn.Module):
         self.steps.add_(1)
         self._steps_mirror = seen + 1
 
+    def update_many(self, stats: Tensor, checked: bool = False) -> None:
+        """Fold in the statistics of `len(stats)` consecutive steps at once (`stats`: (steps, *shape)).
+
+        Equal to that many `update` calls up to float rounding (the EMA as one weighted sum); a
+        non-finite statistic raises and leaves the state untouched. For callers that gather a
+        sequence's statistics and fold them after it (a recurrent layer's timesteps); `checked`: the
+        caller has verified that every statistic is finite.
+        """
+        stats = stats.detach().to(self.value.dtype).reshape(stats.shape[0], *self.value.shape)
+        if not checked and not bool(torch.isfinite(stats).all()):
+            bad = int(torch.isfinite(stats.reshape(stats.shape[0], -1)).all(dim=1).logical_not().nonzero()[0])
+            raise ValueError(
+                f"{self.owner}: non-finite statistic {stats[bad].flatten()[:4].tolist()} collected at step "
+                f"{self.steps_seen + bad}; the input holds NaN or Inf. Stored statistics were left unchanged."
+            )
+        seen, count = self.steps_seen, stats.shape[0]
+        start, rest = (stats[0], stats[1:]) if seen == 0 else (self.value, stats)
+        if self.momentum is None:
+            before = max(seen, 1)
+            value = (start * before + rest.sum(dim=0)) / (before + rest.shape[0])
+        else:
+            decay = 1.0 - self.momentum
+            powers = torch.arange(rest.shape[0] - 1, -1, -1, dtype=stats.dtype, device=stats.device)
+            weights = torch.pow(decay, powers).mul_(self.momentum)
+            value = start * decay ** rest.shape[0] + torch.tensordot(weights, rest, dims=1)
+        self.value.copy_(value)
+        self.steps.add_(count)
+        self._steps_mirror = seen + count
+
     def mark_step(self) -> None:
         """Count one step without collecting (the switch from statistics to the learned value)."""
         seen = self.steps_seen

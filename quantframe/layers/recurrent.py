@@ -26,8 +26,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from quantframe import config
+from quantframe.layers.recurrent_cache import EvalCacheMixin
 from quantframe.layers.recurrent_cell import GateParams, QuantRNNCell, prepare, project_inputs
-from quantframe.layers.recurrent_quant import EvalCacheMixin, StepQuant
+from quantframe.layers.recurrent_quant import StepQuant
 from quantframe.proxy.act import act_proxy
 from quantframe.proxy.overrides import route_overrides
 from quantframe.quantizers import Int8ActPerTensorFloat, Int8WeightPerTensorFloat, Int32Bias

@@ -28,6 +28,18 @@ def order(length: int, reverse: bool) -> range:
     return range(length - 1, -1, -1) if reverse else range(length)
 
 
+def begin(quants: tuple[StepQuant, ...], steps: int, like: Tensor) -> None:
+    """Announce a loop of `steps` timesteps to its quantizers (batched statistics collection)."""
+    for quant in quants:
+        quant.begin(steps, like)
+
+
+def end(quants: tuple[StepQuant, ...]) -> None:
+    """The loop is over: quantizers fold its statistics steps in."""
+    for quant in quants:
+        quant.end()
+
+
 def _previous(initial: Tensor, states: Tensor, reverse: bool) -> Tensor:
     """The state each step started from: (initial, states[:-1]) forward, (states[1:], initial) reverse."""
     first = initial.unsqueeze(0)
@@ -70,6 +82,7 @@ def rnn_loop(
         rec_io = records["io"] = io.record(steps, xw.shape[1:], xw)
         records["acts"] = torch.empty_like(xw)
         acts = records["acts"].unbind(0)
+    begin((acc, io), steps, xw)
     for t in order(steps, reverse):
         pre = acc.apply(torch.addmm(xs[t], h, w_hh_t, out=outs[t]), outs[t], rec_acc, t)
         if relu:
@@ -77,6 +90,7 @@ def rnn_loop(
         else:
             torch.tanh(pre, out=acts[t])
         h = io.apply(acts[t], outs[t], rec_io, t)
+    end((acc, io))
     return out, h
 
 
@@ -107,6 +121,7 @@ def lstm_loop(
     xs, outs = xw.unbind(0), out.unbind(0)
     c = c.clone()
     th = torch.empty_like(c)
+    begin(quants, xw.shape[0], xw)
     for t in order(xw.shape[0], reverse):
         acc.apply(torch.addmm(xs[t], h, w_hh_t, out=pre), pre)
         pre_sigmoid.sigmoid_()
@@ -115,6 +130,7 @@ def lstm_loop(
         cell.apply(c.mul_(torch.rsub(i, 1) if cifg else f).addcmul_(i, g), c)
         tanh_h.apply(torch.tanh(c, out=th), th)
         h = io.apply(torch.mul(o, th, out=outs[t]), outs[t])
+    end(quants)
     return out, h, c
 
 
@@ -141,6 +157,7 @@ def _lstm_recorded(
     sigmoids_at, tanhs_g_at = (part.unbind(0) for part in acts.split([sig, hidden], dim=2))
     per_gate = _per_gate(gates, hidden)
     cells_at, tanhs_at, tanhs_q_at = cells.unbind(0), tanhs.unbind(0), tanhs_q.unbind(0)
+    begin(quants, steps, xw)
     for t in order(steps, reverse):
         acc.apply(torch.addmm(xs[t], h, w_hh_t, out=pre), acts_at[t], rec_acc, t)
         sigmoids_at[t].sigmoid_()
@@ -151,6 +168,7 @@ def _lstm_recorded(
         c = cell.apply(torch.mul(f, c, out=cells_at[t]).addcmul_(i, g), cells_at[t], rec_cell, t)
         tanh_h.apply(torch.tanh(c, out=tanhs_at[t]), tanhs_q_at[t], rec_tanh, t)
         h = io.apply(torch.mul(o, tanhs_q_at[t], out=outs[t]), outs[t], rec_io, t)
+    end(quants)
     return out, h, c
 
 

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from quantframe.layers.recurrent_bptt import LSTMSequence, RNNSequence, lstm_loop, order, rnn_loop
-from quantframe.layers.recurrent_quant import EvalCache, StepQuant
+from quantframe.layers.recurrent_cache import EvalCache
+from quantframe.layers.recurrent_quant import StepQuant
 from quantframe.proxy.bias import bias_proxy
 from quantframe.proxy.weight import weight_proxy
 from quantframe.tensor import QuantTensor

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from quantframe.layers.recurrent import QuantRecurrent, gate_quantizers
+from quantframe.layers.recurrent_cache import EvalCacheMixin
 from quantframe.layers.recurrent_cell import GateParams, QuantLSTMCell, prepare, project_inputs
-from quantframe.layers.recurrent_quant import EvalCacheMixin, StepQuant
+from quantframe.layers.recurrent_quant import StepQuant
 from quantframe.layers.recurrent_view import LSTMGateParams
 from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import (

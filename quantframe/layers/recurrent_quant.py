@@ -25,7 +25,7 @@ scale gradient needs (LSQ: d value / d scale = q - zero_point - (x / scale) * in
 all timesteps at once after the backward loop.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -35,6 +35,7 @@ from quantframe.core.functional import can_fuse, fused_fake_quant, reference_fak
 from quantframe.core.scaling import ConstScaling, ParameterFromStatsScaling, ParameterScaling
 from quantframe.core.tensor_quant import IntQuant
 from quantframe.core.zero_point import ParameterFromStatsZeroPoint, ZeroZeroPoint
+from quantframe.layers.recurrent_stats import BatchedCollection
 from quantframe.proxy.act import ActQuantProxy
 
 _FIXED = (ConstScaling, ParameterScaling, ZeroZeroPoint)
@@ -133,6 +134,8 @@ class StepQuant:
         enabled = [p.is_quant_enabled for p in self.proxies]
         self.mode = "identity" if not any(enabled) else "dynamic"
         self.plain = all(not p.is_quant_enabled or _plain_int(p) is not None for p in self.proxies)
+        self.collection: BatchedCollection | None | bool = False  # False: not built yet
+        self.batched: BatchedCollection | None = None
         self.bptt = all(not p.is_quant_enabled or _detached_stats(p) for p in self.proxies)
         if self.mode == "identity" or not all(enabled):
             return
@@ -203,11 +206,33 @@ class StepQuant:
 
     # ------------------------------------------------------------------ no-autograd path
 
+    def begin(self, steps: int, like: Tensor) -> None:
+        """Before `steps` timesteps of `apply`: batch their statistics steps where the quantizers allow
+        (`recurrent_stats.py`); `end()` after the last one folds them into the running statistics."""
+        if self.mode != "dynamic" or not self.plain or torch.compiler.is_compiling():
+            return  # (no state is touched otherwise: dynamo traces the loop as one graph)
+        self.batched = None
+        if self.collection is False:
+            self.collection = BatchedCollection.build(self.proxies, self.chunk, like)
+        if self.collection is not None and self.collection.start(steps):
+            self.batched = self.collection
+
+    def end(self) -> None:
+        """After the timesteps announced by `begin`: fold their statistics in (raises on NaN/Inf)."""
+        batched = self.batched
+        if batched is not None:
+            self.batched = None
+            batched.finish()
+            if batched.groups == 1:
+                self.meta = batched.meta()
+
     def apply(self, x: Tensor, out: Tensor, record: StepRecord | None = None, t: int = 0) -> Tensor:
         """Write the quantized `x` into `out` (may be `x`); fill `record[t]` when given. No autograd."""
         if self.mode == "identity":
             return out if out is x else out.copy_(x)
         if self.mode == "dynamic":
+            if self.batched is not None:
+                return self.batched.step(x, out, record, t)
             if not self.plain:
                 return out.copy_(self._dynamic(x, record, t))
             return self._dynamic_into(x, out, record, t)
@@ -355,84 +380,3 @@ class _FixedFakeQuant(torch.autograd.Function):
         StepRecord.start_backward([record])
         grad_x = quant.mask_grad(grad, record, 0, out=torch.empty_like(grad))
         return grad_x if ctx.needs_input_grad[0] else None, quant.scale_gradient(record), None
-
-
-class EvalCache:
-    """What an eval forward without autograd would recompute identically, kept between forwards.
-
-    Prepared quantizers are reused while every parameter and buffer of their components keeps its
-    version (in-place updates, `load_state_dict` and calibration bump it) and no proxy is in
-    training mode; other entries are reused while the objects they were computed from are the
-    same (the weight proxies return the same cached QuantTensor while their weight is unchanged).
-    The owner clears it on `train()`, `.to()` and pickling (see `EvalCacheMixin`).
-    """
-
-    def __init__(self) -> None:
-        self.entries: dict = {}
-
-    def step_quant(
-        self, key: str, proxies: Sequence[ActQuantProxy], chunk: int, dtype: torch.dtype
-    ) -> StepQuant:
-        """A `StepQuant` of `proxies`, reused while their state is unchanged."""
-        key = (key, dtype)
-        entry = self.entries.get(key)
-        if (
-            entry is not None
-            and all(t._version == v for t, v in entry[0])
-            and not any(p.training for p in proxies)
-        ):
-            return entry[1]
-        quant = StepQuant(proxies, chunk, dtype)
-        distinct = {id(p): p for p in proxies if p.tensor_quant is not None}.values()
-        tensors = [t for p in distinct for t in (*p.tensor_quant.parameters(), *p.tensor_quant.buffers())]
-        self.entries[key] = ([(t, t._version) for t in tensors], quant)
-        return quant
-
-    def memo(self, key: object, sources: tuple, compute: Callable[[], object]) -> object:
-        """`compute()`, reused while `sources` are the same objects (and tensors among them unchanged)."""
-        stamp = tuple((s, _version(s)) for s in sources)
-        entry = self.entries.get(key)
-        if (
-            entry is not None
-            and len(entry[0]) == len(stamp)
-            and all(a[0] is b[0] and a[1] == b[1] for a, b in zip(entry[0], stamp, strict=True))
-        ):
-            return entry[1]
-        value = compute()
-        self.entries[key] = (stamp, value)
-        return value
-
-
-def _version(source: object) -> int | None:
-    """A tensor's in-place version; None for other objects and inference tensors (immutable outside
-    inference mode, so their identity suffices)."""
-    if not isinstance(source, Tensor) or source.is_inference():
-        return None
-    return source._version
-
-
-class EvalCacheMixin:
-    """Gives an nn.Module an `EvalCache`, active in eval mode without autograd, dropped on mode changes."""
-
-    def eval_cache(self) -> EvalCache | None:
-        """The cache, or None when this forward must recompute (training, or autograd enabled)."""
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return None
-        cache = self.__dict__.get("_eval_cache")
-        if cache is None:
-            cache = self.__dict__["_eval_cache"] = EvalCache()
-        return cache
-
-    def train(self, mode: bool = True):  # noqa: ANN201 - returns self, as nn.Module.train
-        self.__dict__.pop("_eval_cache", None)
-        return super().train(mode)
-
-    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - nn.Module's signature
-        self.__dict__.pop("_eval_cache", None)
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state = dict(state)
-        state.pop("_eval_cache", None)
-        return state

@@ -6,6 +6,8 @@ import pickle
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantframe.core.running_stats import RunningStatistic
 
@@ -71,3 +73,32 @@ def test_copies_keep_the_step_count():
     rs.update(torch.tensor(2.0))
     for clone in (copy.deepcopy(rs), pickle.loads(pickle.dumps(rs))):
         assert clone.steps_seen == 1 and clone.value.item() == 2.0
+
+
+@given(
+    momentum=st.one_of(st.none(), st.floats(0.01, 0.9)),
+    before=st.integers(0, 4),
+    steps=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=40, deadline=None)
+def test_update_many_equals_one_update_per_step(momentum, before, steps, seed):
+    stats = torch.rand(before + steps, 3, generator=torch.Generator().manual_seed(seed)) * 4
+    one_by_one = RunningStatistic((3,), 1000, momentum, 1.0, "q")
+    batched = RunningStatistic((3,), 1000, momentum, 1.0, "q")
+    for stat in stats[:before]:
+        one_by_one.update(stat)
+        batched.update(stat)
+    for stat in stats[before:]:
+        one_by_one.update(stat)
+    batched.update_many(stats[before:])
+    torch.testing.assert_close(batched.value, one_by_one.value, rtol=1e-5, atol=1e-6)
+    assert batched.steps_seen == one_by_one.steps_seen == int(batched.steps) == before + steps
+
+
+def test_update_many_with_a_non_finite_step_raises_naming_it_and_leaves_state():
+    stat = RunningStatistic((), 100, 0.1, 1.0, "layer.io_quant")
+    stat.update(torch.tensor(2.0))
+    with pytest.raises(ValueError, match=r"layer.io_quant: non-finite statistic \[inf\] collected at step 3"):
+        stat.update_many(torch.tensor([1.0, 3.0, float("inf")]))
+    assert stat.value.item() == 2.0 and stat.steps_seen == 1 and int(stat.steps) == 1

@@ -2,7 +2,7 @@
 
 import torch
 
-from quantframe.layers.recurrent_quant import EvalCache, StepQuant
+from quantframe.layers.recurrent_quant import StepQuant
 from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import Int8ActPerTensorFloat, SignedBinaryActPerTensorConst, Uint8ActPerTensorFloat
 
@@ -111,26 +111,6 @@ def test_record_gives_the_straight_through_mask_and_the_lsq_scale_gradient():
         reference_grad = reference_grad + dscale
     ours = torch.autograd.grad(quant.scale, value, quant.scale_gradient(record))[0]
     torch.testing.assert_close(ours, reference_grad, rtol=1e-5, atol=1e-6)
-
-
-def test_eval_cache_reuses_until_state_changes():
-    proxy = _learned(threshold=2.0).eval()
-    cache = EvalCache()
-    with torch.no_grad():
-        first = cache.step_quant("io", [proxy], 8, torch.float32)
-        assert cache.step_quant("io", [proxy], 8, torch.float32) is first
-        proxy.tensor_quant.scaling_impl.value.mul_(2)
-        second = cache.step_quant("io", [proxy], 8, torch.float32)
-        assert second is not first and torch.equal(second.scale, first.scale * 2)
-        weight = torch.ones(3)
-        calls = []
-        assert cache.memo("w", (weight,), lambda: calls.append(1) or weight * 2) is cache.memo(
-            "w", (weight,), lambda: calls.append(1) or weight * 2
-        )
-        weight.add_(1)
-        again = cache.memo("w", (weight,), lambda: calls.append(1) or weight * 2)
-        assert torch.equal(again, torch.full((3,), 4.0))
-        assert len(calls) == 2
 
 
 def test_collecting_chain_without_autograd_equals_the_quantizers_own_forward():
