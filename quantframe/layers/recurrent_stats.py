@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from quantframe.core.restrict_value import FloatRestrict
 from quantframe.core.scaling import ParameterFromStatsScaling
 from quantframe.core.stats import AbsMaxStats, PercentileStats
 from quantframe.core.tensor_quant import IntQuant
@@ -76,7 +77,10 @@ class BatchedCollection:
         self.absolute: bool | Tensor = absolute[0]
         if len(set(absolute)) > 1:
             self.absolute = torch.tensor(absolute, device=like.device).reshape(1, -1, 1)
-        self.divisor = torch.tensor([float(tq.divisor) for tq in tqs], **options)
+        divisors = [float(tq.divisor) for tq in tqs]
+        self.divisor = divisors[0] if self.groups == 1 else torch.tensor(divisors, **options)
+        self.float_restrict = type(self.restrict) is FloatRestrict
+        self._viewed: tuple | None = None
         lows, highs = [tq.min_value for tq in tqs], [tq.max_value for tq in tqs]
         if len(set(lows)) == 1 and len(set(highs)) == 1:
             self.lo, self.hi = lows[0], highs[0]
@@ -118,40 +122,57 @@ class BatchedCollection:
     def _threshold(self, view: Tensor) -> Tensor:
         """Each group's statistic of a `(batch, G, chunk)` view: its percentile (by rank) of |x| or x."""
         absolute = self.absolute
-        count = view.shape[0] * view.shape[2]
-        k = min(max(int(math.floor(0.01 * self.q * count + 0.5)), 1), count)
-        if k == count and isinstance(absolute, Tensor):  # maxima of |x| and x: one pass each way
-            high = view.amax(dim=(0, 2))
-            return torch.where(absolute.reshape(-1), torch.maximum(high, view.amin(dim=(0, 2)).neg_()), high)
         if isinstance(absolute, Tensor):
             values = view.abs().where(absolute, view)
         else:
             values = view.abs() if absolute else view
+        count = view.shape[0] * view.shape[2]
+        k = min(max(int(math.floor(0.01 * self.q * count + 0.5)), 1), count)
         if k == count:  # the maximum: no copy, one reduction
-            return values.amax(dim=(0, 2))
+            return values.amax() if self.groups == 1 else values.amax(dim=(0, 2))
         rows = values.transpose(0, 1).reshape(self.groups, -1)
         if count - k + 1 <= k:
             return rows.topk(count - k + 1, dim=1, sorted=False).values.amin(dim=1)
         return rows.topk(k, dim=1, largest=False, sorted=False).values.amax(dim=1)
 
+    def _scale(self, threshold: Tensor) -> Tensor:
+        """The scale of `threshold`, as `ParameterFromStatsScaling` computes it while collecting."""
+        if self.float_restrict:  # FloatRestrict.to_scale: clamp_min(threshold / divisor, min)
+            return torch.div(threshold, self.divisor).clamp_min_(self.min_val)
+        return self.restrict.to_scale(self.restrict.to_domain(threshold), self.divisor, self.min_val)
+
+    def _views(self, record: object, shape: tuple[int, ...]) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """`record`'s scratch and per-step masks as `shape` views, made once per record."""
+        if self._viewed is None or self._viewed[0] is not record:
+            masks = tuple(m.view(shape) for m in record.mask_at)
+            self._viewed = (record, record.scaled.view(shape), record.levels.view(shape), masks)
+        return self._viewed[1:]
+
     def step(self, x: Tensor, out: Tensor, record: object, t: int) -> Tensor:
-        """Quantize timestep `t` of `x` into `out` with this step's statistics; fill `record[t]` if given."""
+        """Quantize timestep `t` of `x` into `out` with this step's statistics; fill `record[t]` if given.
+
+        One quantizer works on `x` itself, G on a `(batch, G, chunk)` view with a column of scales.
+        """
         shape = (x.shape[0], self.groups, self.chunk)
         view = x.view(shape)
         threshold = self._threshold(view)
         self.gathered.append(threshold)
-        scale = self.restrict.to_scale(self.restrict.to_domain(threshold), self.divisor, self.min_val)
-        self.last_scale = scale
-        column = scale.reshape(1, -1, 1)
-        target = out.view(shape)
-        if record is None:
-            scaled = torch.div(view, column, out=target).round_()
-            levels = scaled.clamp_(self.lo, self.hi)
+        scale = self.last_scale = self._scale(threshold)
+        if self.groups == 1:
+            column, source, target = scale, x, out
         else:
-            scaled = torch.div(view, column, out=record.scaled.view(shape))
-            torch.round(scaled, out=target)
-            levels = torch.clamp(target, self.lo, self.hi, out=record.levels.view(shape))
-            torch.eq(target, levels, out=record.mask_at[t].view(shape))
+            column, source, target = scale.reshape(1, -1, 1), view, out.view(shape)
+        if record is None:
+            levels = torch.div(source, column, out=target).round_().clamp_(self.lo, self.hi)
+        else:
+            if self.groups == 1:
+                scaled, levels, mask = record.scaled, record.levels, record.mask_at[t]
+            else:
+                scaled, levels, masks = self._views(record, shape)
+                mask = masks[t]
+            torch.round(torch.div(source, column, out=scaled), out=target)
+            torch.clamp(target, self.lo, self.hi, out=levels)
+            torch.eq(target, levels, out=mask)
         torch.mul(levels, column, out=target)
         return out
 
@@ -160,7 +181,7 @@ class BatchedCollection:
         gathered, self.gathered = self.gathered, []
         if not gathered:
             return
-        stats = torch.stack(gathered)
+        stats = torch.stack(gathered).reshape(len(gathered), self.groups)
         if not bool(torch.isfinite(stats).all()):  # the first quantizer with NaN/Inf raises, naming itself
             bad = int(torch.isfinite(stats).all(dim=0).logical_not().nonzero()[0])
             self.collectors[bad].update_many(stats[:, bad])

@@ -12,15 +12,9 @@ from quantframe.layers import QuantLSTM, QuantRNN
 from quantframe.proxy import QuantProxy
 from quantframe.tensor import QuantTensor
 from tests.export.conftest import calibrate
+from tests.layers.test_recurrent_lstm import NONE
 
-WEIGHT_ONLY = dict(
-    bias_quant=None,
-    io_quant=None,
-    gate_acc_quant=None,
-    sigmoid_quant=None,
-    tanh_quant=None,
-    cell_state_quant=None,
-)
+WEIGHT_ONLY = {k: v for k, v in NONE.items() if k != "weight_quant"}  # every quantizer but the weights
 LSTM_CASES = {
     "1-layer": dict(),
     "2-layer-bidirectional": dict(num_layers=2, bidirectional=True),

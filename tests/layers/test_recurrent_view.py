@@ -4,16 +4,7 @@ import torch
 from torch import nn
 
 from quantframe.layers import QuantLSTM
-
-NONE = dict(
-    weight_quant=None,
-    bias_quant=None,
-    io_quant=None,
-    gate_acc_quant=None,
-    sigmoid_quant=None,
-    tanh_quant=None,
-    cell_state_quant=None,
-)
+from tests.layers.test_recurrent_lstm import NONE
 
 
 def test_per_channel_4bit_weights_stack_to_80_row_scales():
