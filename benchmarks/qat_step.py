@@ -7,6 +7,7 @@ Targets: <= 1.2x time in both phases, <= 1.5x peak memory.
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _models import brevitas_resnet18, finish_statistics, float_resnet18, quant_resnet18  # noqa: E402
 from _timing import brevitas_available, compare, report, setup  # noqa: E402
 
+MEMORY_RUNS = 3
 BUILDERS = {"float torch": float_resnet18, "quantframe": quant_resnet18, "brevitas": brevitas_resnet18}
 
 
@@ -65,6 +67,22 @@ def measure_peak_memory(name: str) -> float:
     return max(peak[0], rss_mib()) - base
 
 
+def saved_for_backward_mib(model: nn.Module, batch: int = 32) -> float:
+    """The bytes of the distinct storages autograd keeps for backward after one training forward: the
+    deterministic part of training memory (activations), free of the RSS measurement's noise."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(torch.randn(batch, 3, 32, 32))
+    return sum(storages.values()) / 2**20
+
+
 def peak_memory_added(name: str) -> float:
     """`measure_peak_memory` in a fresh interpreter, so no model or allocator cache carries over."""
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import qat_step as q; "
@@ -87,12 +105,17 @@ def main() -> None:
                 if hasattr(module, "collect_stats_steps"):
                     module.counter = module.collect_stats_steps + 1
     report("qat_step: learned scales", compare(steps, baseline="float torch", warmup=3, repeats=20))
-    memory = {name: peak_memory_added(name) for name in names}
+    # RSS moves by tens of MiB between identical runs (allocator timing): the median of fresh processes
+    memory = {name: statistics.median(peak_memory_added(name) for _ in range(MEMORY_RUNS)) for name in names}
     ratios = {name: memory[name] / memory["float torch"] for name in names}
-    print("\npeak RSS added by 3 training steps (MiB):")
+    print(f"\npeak RSS added by 3 training steps (MiB, median of {MEMORY_RUNS} processes):")
     for name in names:
         print(f"  {name:<14}{memory[name]:>10.1f}   ratio {ratios[name]:.3f}")
     print(json.dumps({"benchmark": "qat_step peak memory", "mib": memory, "ratio": ratios}))
+    saved = {name: saved_for_backward_mib(models[name]) for name in names}
+    print("\ntensors saved for backward by one training forward (MiB, exact):")
+    for name in names:
+        print(f"  {name:<14}{saved[name]:>10.1f}   ratio {saved[name] / saved['float torch']:.3f}")
 
 
 if __name__ == "__main__":
