@@ -123,23 +123,22 @@ def tidy(model: onnx.ModelProto, passes: Sequence[Callable[[onnx.ModelProto], An
         if value is None or value.type != onnx.AttributeProto.TENSOR:
             kept.append(node)
             continue
-        tensor = onnx.TensorProto()
+        tensor = graph.initializer.add()  # one copy of the data (append would copy it twice)
         tensor.CopyFrom(value.t)
         tensor.name = node.output[0]
-        graph.initializer.append(tensor)
     del graph.node[:]
     graph.node.extend(kept)
     for graph_pass in passes:
         graph_pass(model)
     prune(model)
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    initializers = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    names = {t.name for t in initializers}
-    inputs = [i for i in graph.input if i.name not in names]
-    del graph.input[:]
-    graph.input.extend(inputs)
+    for index in reversed(range(len(graph.initializer))):  # in place: rebuilding would copy every weight
+        if graph.initializer[index].name not in used:
+            del graph.initializer[index]
+    names = {t.name for t in graph.initializer}
+    for index in reversed(range(len(graph.input))):
+        if graph.input[index].name in names:
+            del graph.input[index]
     model.producer_name = "quantframe"
     model.producer_version = quantframe.__version__
 

@@ -63,7 +63,7 @@ class QONNXFormat(ExportFormat):
     weight_name = "quant_weight"
 
     def weight_initializer(self, params: QuantParams) -> Tensor:
-        return params.value.clone()
+        return params.value  # a detached view of the cached quantized weight: nothing writes to it
 
     def emit_weight(self, params: QuantParams, weight: Tensor, initializer: Tensor) -> Tensor:
         return emitted_from(
