@@ -17,7 +17,9 @@ components: every timestep is then one statistics step, as for the same quantize
 (Brevitas counts steps the same way; one update per forward would stretch `collect_stats_steps` over
 32x more forwards for a 32-step sequence, and the scale of step t needs step t's statistic anyway).
 Without autograd a plain integer quantizer runs its scaling and zero-point components and then the
-quantization chain here, which also fills the straight-through mask (`_dynamic_into`).
+quantization chain here, which also fills the straight-through mask (`_dynamic_into`). Loops announce
+their length (`begin`/`end`): quantizers collecting a per-tensor percentile then run all chunks of a
+step in one pass and fold the sequence's statistics in once (`recurrent_stats.py`).
 
 For the hand-written backward pass of a sequence (`recurrent_bptt.py`) a `StepRecord` keeps, per
 timestep, the straight-through mask (1 inside the clamp range) and, for learned scales, what the
