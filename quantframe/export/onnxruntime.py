@@ -150,10 +150,10 @@ def _reaches_several(dq: onnx.NodeProto, ints: str, consumers: dict) -> bool:
     return len(users) > 1 or any(list(u.input).count(dq.output[0]) > 1 for u in users)
 
 
-def fold_unfused_dequantize(model: onnx.ModelProto, shared: bool = False) -> int:
+def fold_unfused_dequantize(model: onnx.ModelProto, unfused: bool = True, shared: bool = False) -> int:
     """Replace DequantizeLinear(constant integers) by its float value (see the module docstring) where it
-    feeds an unfusable Conv/Gemm/MatMul or, with `shared`, where its integers reach more than one node
-    (the precision mode's workaround); returns how many were folded. Changes `model` in place."""
+    feeds an unfusable Conv/Gemm/MatMul (`unfused`) or where its integers reach more than one node
+    (`shared`: the precision mode's workaround); returns how many were folded. Changes `model` in place."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
@@ -168,7 +168,10 @@ def fold_unfused_dequantize(model: onnx.ModelProto, shared: bool = False) -> int
         ints = _constant_source(dq, producers, inits)
         if ints is None:
             continue
-        if not (_reaches_several(dq, ints, consumers) if shared else _unfused(dq, producers, consumers)):
+        if not (
+            (unfused and _unfused(dq, producers, consumers))
+            or (shared and _reaches_several(dq, ints, consumers))
+        ):
             continue
         value = dequantized_value(dq, numpy_helper.to_array(inits[ints]), inits)
         graph.initializer.append(numpy_helper.from_array(value, dq.output[0]))
@@ -230,10 +233,7 @@ def _model_bytes(
         model = onnx.load(str(model))
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    if fold_shared:
-        fold_unfused_dequantize(copy, shared=True)
-    if fold_weights:
-        fold_unfused_dequantize(copy)
+    fold_unfused_dequantize(copy, unfused=fold_weights, shared=fold_shared)
     return copy.SerializeToString()
 
 

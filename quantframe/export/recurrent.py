@@ -33,8 +33,9 @@ from torch import Tensor, nn
 from quantframe.export.manager import patch_forward
 from quantframe.export.params import QuantParams
 from quantframe.export.qcdq import container, dequantized
-from quantframe.export.recurrent_unrolled import plain, unrolled_forward
+from quantframe.export.recurrent_unrolled import unrolled_forward
 from quantframe.export.registry import register_layer
+from quantframe.layers.base import plain
 from quantframe.layers.recurrent import QuantRecurrent, QuantRNNLayer
 from quantframe.layers.recurrent_cell import GateParams, GateWeight, QuantLSTMCell, QuantRNNCell
 from quantframe.layers.recurrent_lstm import QuantLSTMLayer

@@ -22,13 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from quantframe.layers.base import plain
+from quantframe.layers.recurrent_bptt import order
 from quantframe.tensor import QuantTensor
 
 SIGMOID_GATES = ("input", "forget", "output")
-
-
-def plain(x: Any) -> Any:
-    return x.value if isinstance(x, QuantTensor) else x
 
 
 def _scale(x: Any) -> Tensor | None:
@@ -43,10 +41,6 @@ def _projection(gate: nn.Module, x: Tensor, input_scale: Tensor | None) -> tuple
     if bias is not None:
         projected = projected + bias
     return projected, gate.hidden_weight.quant_weight().value.t()
-
-
-def _order(length: int, reverse: bool) -> range:
-    return range(length - 1, -1, -1) if reverse else range(length)
 
 
 def lstm_direction(layer: nn.Module, x: Any, h: Tensor, c: Tensor, cifg: bool) -> tuple:
@@ -64,7 +58,7 @@ def lstm_direction(layer: nn.Module, x: Any, h: Tensor, c: Tensor, cifg: bool) -
     outs: list[Tensor] = [inputs] * inputs.shape[0]
     h_q: Any = h
     c_q: Any = c
-    for t in _order(inputs.shape[0], layer.reverse):
+    for t in order(inputs.shape[0], layer.reverse):
         value = {}
         for name in names:
             acc = plain(getattr(cell, f"{name}_acc_quant")(steps[name][t] + torch.matmul(h, recurrent[name])))
@@ -87,7 +81,7 @@ def rnn_direction(layer: nn.Module, x: Any, h: Tensor, relu: bool) -> tuple:
     acc_quant, act = layer.cell.gate_acc_quant, torch.relu if relu else torch.tanh
     outs: list[Tensor] = [inputs] * inputs.shape[0]
     h_q: Any = h
-    for t in _order(inputs.shape[0], layer.reverse):
+    for t in order(inputs.shape[0], layer.reverse):
         h_q = layer.io_quant(act(plain(acc_quant(steps[t] + torch.matmul(h, recurrent)))))
         h = outs[t] = plain(h_q)
     return torch.stack(outs), h_q

@@ -28,10 +28,10 @@ def order(length: int, reverse: bool) -> range:
     return range(length - 1, -1, -1) if reverse else range(length)
 
 
-def begin(quants: tuple[StepQuant, ...], steps: int, like: Tensor) -> None:
+def begin(quants: tuple[StepQuant, ...], steps: int) -> None:
     """Announce a loop of `steps` timesteps to its quantizers (batched statistics collection)."""
     for quant in quants:
-        quant.begin(steps, like)
+        quant.begin(steps)
 
 
 def end(quants: tuple[StepQuant, ...]) -> None:
@@ -82,7 +82,7 @@ def rnn_loop(
         rec_io = records["io"] = io.record(steps, xw.shape[1:], xw)
         records["acts"] = torch.empty_like(xw)
         acts = records["acts"].unbind(0)
-    begin((acc, io), steps, xw)
+    begin((acc, io), steps)
     for t in order(steps, reverse):
         pre = acc.apply(torch.addmm(xs[t], h, w_hh_t, out=outs[t]), outs[t], rec_acc, t)
         if relu:
@@ -121,7 +121,7 @@ def lstm_loop(
     xs, outs = xw.unbind(0), out.unbind(0)
     c = c.clone()
     th = torch.empty_like(c)
-    begin(quants, xw.shape[0], xw)
+    begin(quants, xw.shape[0])
     for t in order(xw.shape[0], reverse):
         acc.apply(torch.addmm(xs[t], h, w_hh_t, out=pre), pre)
         pre_sigmoid.sigmoid_()
@@ -157,7 +157,7 @@ def _lstm_recorded(
     sigmoids_at, tanhs_g_at = (part.unbind(0) for part in acts.split([sig, hidden], dim=2))
     per_gate = _per_gate(gates, hidden)
     cells_at, tanhs_at, tanhs_q_at = cells.unbind(0), tanhs.unbind(0), tanhs_q.unbind(0)
-    begin(quants, steps, xw)
+    begin(quants, steps)
     for t in order(steps, reverse):
         acc.apply(torch.addmm(xs[t], h, w_hh_t, out=pre), acts_at[t], rec_acc, t)
         sigmoids_at[t].sigmoid_()

@@ -27,6 +27,7 @@ scale gradient needs (LSQ: d value / d scale = q - zero_point - (x / scale) * in
 all timesteps at once after the backward loop.
 """
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -37,7 +38,7 @@ from quantframe.core.functional import can_fuse, fused_fake_quant, reference_fak
 from quantframe.core.scaling import ConstScaling, ParameterFromStatsScaling, ParameterScaling
 from quantframe.core.tensor_quant import IntQuant
 from quantframe.core.zero_point import ParameterFromStatsZeroPoint, ZeroZeroPoint
-from quantframe.layers.recurrent_stats import BatchedCollection
+from quantframe.layers.recurrent_stats import BatchedCollection, divide_and_quantize_into
 from quantframe.proxy.act import ActQuantProxy
 
 _FIXED = (ConstScaling, ParameterScaling, ZeroZeroPoint)
@@ -136,7 +137,7 @@ class StepQuant:
         enabled = [p.is_quant_enabled for p in self.proxies]
         self.mode = "identity" if not any(enabled) else "dynamic"
         self.plain = all(not p.is_quant_enabled or _plain_int(p) is not None for p in self.proxies)
-        self.collection: BatchedCollection | None | bool = False  # False: not built yet
+        self.dtype = dtype
         self.batched: BatchedCollection | None = None
         self.bptt = all(not p.is_quant_enabled or _detached_stats(p) for p in self.proxies)
         if self.mode == "identity" or not all(enabled):
@@ -208,14 +209,17 @@ class StepQuant:
 
     # ------------------------------------------------------------------ no-autograd path
 
-    def begin(self, steps: int, like: Tensor) -> None:
+    @functools.cached_property
+    def collection(self) -> BatchedCollection | None:
+        """The batched statistics collection of these quantizers (None: not possible), built on first use."""
+        return BatchedCollection.build(self.proxies, self.chunk, self.dtype)
+
+    def begin(self, steps: int) -> None:
         """Before `steps` timesteps of `apply`: batch their statistics steps where the quantizers allow
         (`recurrent_stats.py`); `end()` after the last one folds them into the running statistics."""
         if self.mode != "dynamic" or not self.plain or torch.compiler.is_compiling():
             return  # (no state is touched otherwise: dynamo traces the loop as one graph)
         self.batched = None
-        if self.collection is False:
-            self.collection = BatchedCollection.build(self.proxies, self.chunk, like)
         if self.collection is not None and self.collection.start(steps):
             self.batched = self.collection
 
@@ -286,19 +290,8 @@ class StepQuant:
             if whole:
                 self.meta = (scale, zero_point, tq.bit_width_impl(), proxy.signed)
             shift = None if tq.zero_point_impl.is_zero else zero_point
-            scaled = torch.div(xc, scale, out=pieces[2] if record is not None else oc)
-            if shift is not None:
-                scaled.add_(shift)
-            if record is None:
-                scaled.round_().clamp_(tq.min_value, tq.max_value)
-                levels = scaled
-            else:
-                torch.round(scaled, out=oc)
-                levels = torch.clamp(oc, tq.min_value, tq.max_value, out=pieces[3])
-                torch.eq(oc, levels, out=pieces[4])
-            if shift is not None:
-                levels.sub_(shift)
-            torch.mul(levels, scale, out=oc)
+            scratch = None if record is None else (pieces[2], pieces[3], pieces[4])
+            divide_and_quantize_into(xc, scale, tq.min_value, tq.max_value, oc, scratch, shift)
         return out
 
     def _dynamic(self, x: Tensor, record: StepRecord | None, t: int) -> Tensor:

@@ -25,7 +25,6 @@ from torch import Tensor
 from quantframe.core.restrict_value import FloatRestrict
 from quantframe.core.scaling import ParameterFromStatsScaling
 from quantframe.core.stats import AbsMaxStats, PercentileStats
-from quantframe.core.tensor_quant import IntQuant
 from quantframe.core.zero_point import ZeroZeroPoint
 from quantframe.proxy.act import ActQuantProxy
 
@@ -41,19 +40,49 @@ def _statistic(scaling: object) -> tuple[float, bool] | None:
 
 
 def _collecting(proxy: ActQuantProxy) -> bool:
-    """Whether `proxy` is a plain integer quantizer whose scale is a statistic of each step right now."""
+    """Whether the scale of `proxy` (a plain integer quantizer, see `StepQuant.plain`) is a statistic of
+    each step right now, with a zero zero point."""
     tq = proxy.tensor_quant
-    if type(tq) is not IntQuant or not tq.fusable_rounding or tq.group_size is not None:
-        return False
     scaling = tq.scaling_impl
     return (
-        tq.bit_width_impl.is_const
-        and type(tq.zero_point_impl) is ZeroZeroPoint
+        type(tq.zero_point_impl) is ZeroZeroPoint
         and type(scaling) is ParameterFromStatsScaling
         and scaling.training
         and scaling.collector.collecting
         and _statistic(scaling) is not None
     )
+
+
+def divide_and_quantize_into(
+    x: Tensor,
+    scale: Tensor,
+    lo: int | Tensor,
+    hi: int | Tensor,
+    out: Tensor,
+    scratch: tuple[Tensor, Tensor, Tensor] | None = None,
+    shift: Tensor | None = None,
+) -> Tensor:
+    """out = (clamp(round(x / scale + shift), lo, hi) - shift) * scale, as IntQuant's CPU path divides.
+
+    With `scratch` = (scaled, levels, mask) buffers shaped like `x`, `mask` also receives the
+    straight-through mask (1 inside the clamp range). For scales computed from the step's tensor.
+    """
+    if scratch is None:
+        levels = torch.div(x, scale, out=out)
+        if shift is not None:
+            levels.add_(shift)
+        levels.round_().clamp_(lo, hi)
+    else:
+        scaled, levels, mask = scratch
+        torch.div(x, scale, out=scaled)
+        if shift is not None:
+            scaled.add_(shift)
+        torch.round(scaled, out=out)
+        torch.clamp(out, lo, hi, out=levels)
+        torch.eq(out, levels, out=mask)
+    if shift is not None:
+        levels.sub_(shift)
+    return torch.mul(levels, scale, out=out)
 
 
 class BatchedCollection:
@@ -63,8 +92,7 @@ class BatchedCollection:
     quantizes one timestep; `finish()` folds the gathered statistics into the running statistics.
     """
 
-    def __init__(self, proxies: list[ActQuantProxy], chunk: int, like: Tensor):
-        self.proxies = proxies
+    def __init__(self, proxies: list[ActQuantProxy], chunk: int, dtype: torch.dtype):
         self.groups = len(proxies)
         self.chunk = chunk
         tqs = [p.tensor_quant for p in proxies]
@@ -72,11 +100,12 @@ class BatchedCollection:
         self.q = _statistic(scalings[0])[0]
         self.restrict, self.min_val = scalings[0].restrict, scalings[0].min_val
         self.collectors = [s.collector for s in scalings]
-        options = dict(dtype=like.dtype, device=like.device)
+        device = self.collectors[0].value.device
+        options = dict(dtype=dtype, device=device)
         absolute = [_statistic(s)[1] for s in scalings]  # signed: of |x|; unsigned: of x
         self.absolute: bool | Tensor = absolute[0]
         if len(set(absolute)) > 1:
-            self.absolute = torch.tensor(absolute, device=like.device).reshape(1, -1, 1)
+            self.absolute = torch.tensor(absolute, device=device).reshape(1, -1, 1)
         divisors = [float(tq.divisor) for tq in tqs]
         self.divisor = divisors[0] if self.groups == 1 else torch.tensor(divisors, **options)
         self.float_restrict = type(self.restrict) is FloatRestrict
@@ -93,8 +122,11 @@ class BatchedCollection:
         self.last_scale: Tensor | None = None
 
     @classmethod
-    def build(cls, proxies: Sequence[ActQuantProxy], chunk: int, like: Tensor) -> "BatchedCollection | None":
-        """The collection of `proxies` (one, or one per chunk), or None where the per-step path must run."""
+    def build(
+        cls, proxies: Sequence[ActQuantProxy], chunk: int, dtype: torch.dtype
+    ) -> "BatchedCollection | None":
+        """The collection of plain integer `proxies` (one, or one per chunk) on `dtype` tensors, or None
+        where the per-step path must run."""
         proxies = list(proxies)
         distinct = list({id(p): p for p in proxies}.values())
         if len(distinct) == 1:
@@ -112,7 +144,7 @@ class BatchedCollection:
                 or scaling.min_val != first.min_val
             ):
                 return None
-        return cls(proxies, chunk, like)
+        return cls(proxies, chunk, dtype)
 
     def start(self, steps: int) -> bool:
         """Whether `steps` timesteps stay within every quantizer's collection (else: the per-step path)."""
@@ -162,18 +194,13 @@ class BatchedCollection:
             column, source, target = scale, x, out
         else:
             column, source, target = scale.reshape(1, -1, 1), view, out.view(shape)
-        if record is None:
-            levels = torch.div(source, column, out=target).round_().clamp_(self.lo, self.hi)
-        else:
-            if self.groups == 1:
-                scaled, levels, mask = record.scaled, record.levels, record.mask_at[t]
-            else:
-                scaled, levels, masks = self._views(record, shape)
-                mask = masks[t]
-            torch.round(torch.div(source, column, out=scaled), out=target)
-            torch.clamp(target, self.lo, self.hi, out=levels)
-            torch.eq(target, levels, out=mask)
-        torch.mul(levels, column, out=target)
+        scratch = None
+        if record is not None and self.groups == 1:
+            scratch = (record.scaled, record.levels, record.mask_at[t])
+        elif record is not None:
+            scaled, levels, masks = self._views(record, shape)
+            scratch = (scaled, levels, masks[t])
+        divide_and_quantize_into(source, column, self.lo, self.hi, target, scratch)
         return out
 
     def finish(self) -> None:

@@ -156,7 +156,7 @@ def test_precision_mode_folds_int8_weights_that_reach_several_nodes(fold_weights
     copy = onnx.ModelProto()
     copy.CopyFrom(exported)
     assert helper.fold_unfused_dequantize(copy) == 0  # nothing feeds a Conv/Gemm/MatMul
-    assert helper.fold_unfused_dequantize(copy, shared=True) == 1  # the shared input-hidden weights
+    assert helper.fold_unfused_dequantize(copy, unfused=False, shared=True) == 1  # the shared weights
     assert [n.op_type for n in copy.graph.node].count("DequantizeLinear") == 2  # the hidden weights'
     session = onnxruntime_session(exported, exact_integer_kernels=True, fold_weights=fold_weights)
     with torch.no_grad():

@@ -31,7 +31,7 @@ def test_steps_equal_each_quantizers_own_forward_and_fold_in_at_the_end(q):
     x[:, 8:24] = x[:, 8:24].abs()  # the unsigned chunks
     quant = StepQuant(fast, 8)
     record = quant.record(steps, (6, 32), x)
-    quant.begin(steps, x)
+    quant.begin(steps)
     assert quant.batched is not None
     for t in range(steps):
         value = quant.apply(x * (t + 1), torch.empty_like(x), record, t)
@@ -54,20 +54,20 @@ def test_a_sequence_crossing_the_end_of_collection_runs_step_by_step():
     proxy = act_proxy(Int8ActPerTensorFloat, {"collect_stats_steps": 7}, "test", "io")
     quant = StepQuant([proxy], 8)
     x = _x((2, 8))
-    quant.begin(5, x)
+    quant.begin(5)
     assert quant.batched is not None
     for t in range(5):
         quant.apply(x, torch.empty_like(x), None, t)
     quant.end()
     quant = StepQuant([proxy], 8)
-    quant.begin(5, x)  # 2 steps of collection left: the switch to the learned scale falls inside
+    quant.begin(5)  # 2 steps of collection left: the switch to the learned scale falls inside
     assert quant.batched is None
 
 
 def test_shared_quantizer_on_some_chunks_only_is_not_batched():
     a, b = _proxies()[:2]
     quant = StepQuant([a, b, a], 8)
-    quant.begin(3, _x((2, 24)))
+    quant.begin(3)
     assert quant.batched is None
 
 
