@@ -107,7 +107,9 @@ class BatchedCollection:
         if len(set(absolute)) > 1:
             self.absolute = torch.tensor(absolute, device=device).reshape(1, -1, 1)
         divisors = [float(tq.divisor) for tq in tqs]
-        self.divisor = divisors[0] if self.groups == 1 else torch.tensor(divisors, **options)
+        self.divisor = (
+            divisors[0] if self.groups == 1 else torch.tensor(divisors, **options).reshape(1, -1, 1)
+        )
         self.float_restrict = type(self.restrict) is FloatRestrict
         self._viewed: tuple | None = None
         lows, highs = [tq.min_value for tq in tqs], [tq.max_value for tq in tqs]
@@ -151,21 +153,30 @@ class BatchedCollection:
         self.gathered = []
         return all(c.collect_stats_steps - c.steps_seen >= steps for c in self.collectors)
 
-    def _threshold(self, view: Tensor) -> Tensor:
-        """Each group's statistic of a `(batch, G, chunk)` view: its percentile (by rank) of |x| or x."""
-        absolute = self.absolute
-        if isinstance(absolute, Tensor):
-            values = view.abs().where(absolute, view)
-        else:
-            values = view.abs() if absolute else view
-        count = view.shape[0] * view.shape[2]
+    def _threshold(self, x: Tensor, view: Tensor | None) -> Tensor:
+        """The statistic, a percentile (by rank) of |x| or x: 0-dim for one quantizer, else (1, G, 1)
+        per group of `view`, x as `(batch, G, chunk)`."""
+        absolute, grouped = self.absolute, view is not None
+        count = x.numel() // self.groups
         k = min(max(int(math.floor(0.01 * self.q * count + 0.5)), 1), count)
+        if k == count and isinstance(absolute, Tensor):  # signed and unsigned groups: both maxima
+            high = view.amax(dim=(0, 2), keepdim=True)
+            return torch.where(
+                absolute, torch.maximum(high, view.amin(dim=(0, 2), keepdim=True).neg_()), high
+            )
+        source = view if grouped else x
+        if isinstance(absolute, Tensor):  # (only with groups)
+            values = source.abs().where(absolute, source)
+        else:
+            values = source.abs() if absolute else source
         if k == count:  # the maximum: no copy, one reduction
-            return values.amax() if self.groups == 1 else values.amax(dim=(0, 2))
-        rows = values.transpose(0, 1).reshape(self.groups, -1)
+            return values.amax(dim=(0, 2), keepdim=True) if grouped else values.amax()
+        rows = values.transpose(0, 1).reshape(self.groups, -1) if grouped else values.reshape(1, -1)
         if count - k + 1 <= k:
-            return rows.topk(count - k + 1, dim=1, sorted=False).values.amin(dim=1)
-        return rows.topk(k, dim=1, largest=False, sorted=False).values.amax(dim=1)
+            picked = rows.topk(count - k + 1, dim=1, sorted=False).values.amin(dim=1)
+        else:
+            picked = rows.topk(k, dim=1, largest=False, sorted=False).values.amax(dim=1)
+        return picked.reshape(1, -1, 1) if grouped else picked.reshape(())
 
     def _scale(self, threshold: Tensor) -> Tensor:
         """The scale of `threshold`, as `ParameterFromStatsScaling` computes it while collecting."""
@@ -186,21 +197,18 @@ class BatchedCollection:
         One quantizer works on `x` itself, G on a `(batch, G, chunk)` view with a column of scales.
         """
         shape = (x.shape[0], self.groups, self.chunk)
-        view = x.view(shape)
-        threshold = self._threshold(view)
+        view = None if self.groups == 1 else x.view(shape)
+        threshold = self._threshold(x, view)
         self.gathered.append(threshold)
-        scale = self.last_scale = self._scale(threshold)
-        if self.groups == 1:
-            column, source, target = scale, x, out
-        else:
-            column, source, target = scale.reshape(1, -1, 1), view, out.view(shape)
+        scale = self.last_scale = self._scale(threshold)  # 0-dim, or (1, G, 1) like the threshold
+        source, target = (x, out) if view is None else (view, out.view(shape))
         scratch = None
         if record is not None and self.groups == 1:
             scratch = (record.scaled, record.levels, record.mask_at[t])
         elif record is not None:
             scaled, levels, masks = self._views(record, shape)
             scratch = (scaled, levels, masks[t])
-        divide_and_quantize_into(source, column, self.lo, self.hi, target, scratch)
+        divide_and_quantize_into(source, scale, self.lo, self.hi, target, scratch)
         return out
 
     def finish(self) -> None:
