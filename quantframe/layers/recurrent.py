@@ -38,10 +38,11 @@ WEIGHT_KEYS = (("weight_ih", "input_weight.weight"), ("weight_hh", "hidden_weigh
 
 
 def gate_quantizers(quants: dict, routed: dict) -> tuple[dict, dict]:
-    """The quantizers of a gate's input weight, hidden weight and bias, and their routed overrides."""
-    gate_quants = {"input_weight": quants["weight"], "hidden_weight": quants["weight"]}
-    overrides = {"input_weight": routed["weight"], "hidden_weight": routed["weight"]}
-    return {**gate_quants, "bias": quants["bias"]}, {**overrides, "bias": routed["bias"]}
+    """The quantizers of a gate's weights (one for both) and bias, and their routed overrides."""
+    return {"weight": quants["weight"], "bias": quants["bias"]}, {
+        "weight": routed["weight"],
+        "bias": routed["bias"],
+    }
 
 
 class QuantRNNLayer(EvalCacheMixin, nn.Module):

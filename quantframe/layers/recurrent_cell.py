@@ -42,9 +42,12 @@ class GateWeight(nn.Module):
 class GateParams(nn.Module):
     """A gate's input-hidden and hidden-hidden weights, its bias (b_ih + b_hh in torch) and bias quantizer.
 
-    `quants` maps "input_weight", "hidden_weight" and "bias" to a quantizer class, None, or a proxy
-    of another gate to share; `overrides` holds the routed keyword overrides of each. `input_weight`
-    may be another gate's `GateWeight` (the reverse direction sharing the forward one's weight).
+    One weight quantizer serves both weights of the gate, so their scales are computed from both
+    and are identical (per tensor: max over both; per channel: max over both rows of a channel).
+    `quants` maps "weight" and "bias" to a quantizer class, None, or a proxy of another gate to
+    share; `overrides` holds the routed keyword overrides of each. `input_weight` may be another
+    gate's `GateWeight` (the reverse direction sharing the forward one's weight): its quantizer then
+    serves this gate's hidden-hidden weight too.
     """
 
     def __init__(
@@ -61,13 +64,9 @@ class GateParams(nn.Module):
         self.input_weight = (
             input_weight
             if input_weight is not None
-            else GateWeight(
-                input_size, hidden_size, quants["input_weight"], overrides.get("input_weight", {}), owner
-            )
+            else GateWeight(input_size, hidden_size, quants["weight"], overrides.get("weight", {}), owner)
         )
-        self.hidden_weight = GateWeight(
-            hidden_size, hidden_size, quants["hidden_weight"], overrides.get("hidden_weight", {}), owner
-        )
+        self.hidden_weight = GateWeight(hidden_size, hidden_size, self.input_weight.weight_quant, {}, owner)
         self.bias = nn.Parameter(torch.empty(hidden_size)) if bias else None
         self.bias_quant = bias_proxy(quants["bias"], overrides.get("bias", {}), owner)
 

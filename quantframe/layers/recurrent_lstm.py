@@ -229,10 +229,8 @@ class QuantLSTM(QuantRecurrent):
             gate_quants = {**gate_quants, "bias": gate.bias_quant}
             overrides = {**overrides, "bias": {}}
             if self.shared_intra_layer_weight_quant:
-                gate_quants.update(
-                    input_weight=gate.input_weight.weight_quant, hidden_weight=gate.hidden_weight.weight_quant
-                )
-                overrides.update(input_weight={}, hidden_weight={})
+                gate_quants.update(weight=gate.input_weight.weight_quant)
+                overrides.update(weight={})
         return QuantLSTMLayer(params, self._build_cell(owner, quants, routed, shared), shared["io"], reverse)
 
     def _build_cell(self, owner: str, quants: dict, routed: dict, shared: dict) -> QuantLSTMCell:

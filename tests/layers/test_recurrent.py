@@ -122,10 +122,13 @@ def test_four_bit_per_channel_weights_and_six_bit_io():
         io_bit_width=6,
         return_quant_tensor=True,
     )
-    for weight in (rnn.layers[0][0].gate_params.input_weight, rnn.layers[0][0].gate_params.hidden_weight):
+    params = rnn.layers[0][0].gate_params
+    both = torch.cat([params.input_weight.weight, params.hidden_weight.weight], dim=1).detach()
+    # one quantizer serves both weights: each channel's scale is its max |w| over both, / 7 (narrow 4-bit)
+    expected = both.abs().amax(dim=1, keepdim=True) / 7
+    for weight in (params.input_weight, params.hidden_weight):
         qw = weight.quant_weight()
         assert qw.bit_width.item() == 4 and qw.scale.numel() == 20 and qw.is_valid
-        expected = weight.weight.detach().abs().amax(dim=1, keepdim=True) / 7  # narrow 4-bit: max |w| / 7
         assert torch.allclose(qw.scale.reshape(20, 1), expected)
         assert qw.int().abs().max() <= 7
     _trained(rnn)
@@ -368,3 +371,17 @@ def test_io_quantizer_can_be_a_custom_class():
 
     rnn = QuantRNN(4, 6, io_quant=Int6Io)
     assert rnn.io_quant.bit_width().item() == 6
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_input_and_hidden_weights_share_one_quantizer(per_channel):
+    rnn = QuantRNN(10, 20, num_layers=2, bidirectional=True, weight_scaling_per_output_channel=per_channel)
+    for directions in rnn.layers:
+        for layer in directions:
+            params = layer.gate_params
+            assert params.input_weight.weight_quant is params.hidden_weight.weight_quant
+            w_ih, w_hh = params.input_weight.quant_weight(), params.hidden_weight.quant_weight()
+            torch.testing.assert_close(w_ih.scale, w_hh.scale, rtol=0, atol=0)
+            both = torch.cat([params.input_weight.weight, params.hidden_weight.weight], dim=1).detach().abs()
+            expected = both.amax(dim=1, keepdim=True) / 127 if per_channel else both.max() / 127
+            torch.testing.assert_close(w_ih.scale.reshape(expected.shape), expected)

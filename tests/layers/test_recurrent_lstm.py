@@ -72,13 +72,34 @@ def test_sharing_flags():
     gates = [getattr(layer, name) for name in GATE_PARAMS]
     assert len({id(g.input_weight.weight_quant) for g in gates}) == 1
     assert len({id(g.hidden_weight.weight_quant) for g in gates}) == 1
-    assert gates[0].input_weight.weight_quant is not gates[0].hidden_weight.weight_quant
+    # one quantizer for every weight of the layer and direction, input-hidden and hidden-hidden alike
+    assert gates[0].input_weight.weight_quant is gates[0].hidden_weight.weight_quant
     cell = layer.cell
     assert cell.input_acc_quant is cell.forget_acc_quant is cell.cell_acc_quant is cell.output_acc_quant
     assert lstm.layers[0][0].cell.cell_state_quant is not lstm.layers[1][0].cell.cell_state_quant
-    # a shared per-tensor weight quantizer takes its scale from all four gates' weights
-    weights = torch.cat([g.input_weight.weight.detach().flatten() for g in gates])
-    torch.testing.assert_close(gates[2].input_weight.quant_weight().scale, weights.abs().max() / 127)
+    # a shared per-tensor weight quantizer takes its scale from all four gates' weights, both kinds
+    weights = torch.cat(
+        [w.weight.detach().flatten() for g in gates for w in (g.input_weight, g.hidden_weight)]
+    )
+    for gate in gates:
+        for weight in (gate.input_weight, gate.hidden_weight):
+            torch.testing.assert_close(weight.quant_weight().scale, weights.abs().max() / 127)
+
+
+@pytest.mark.parametrize("cifg", [False, True])
+def test_one_weight_quantizer_per_gate_serves_both_weights(cifg):
+    lstm = QuantLSTM(5, 7, num_layers=2, bidirectional=True, coupled_input_forget_gates=cifg)
+    for directions in lstm.layers:
+        for layer in directions:
+            gates = [g for g in (getattr(layer, name) for name in GATE_PARAMS) if g is not None]
+            proxies = {id(w.weight_quant) for g in gates for w in (g.input_weight, g.hidden_weight)}
+            assert len(proxies) == (3 if cifg else 4)
+            for gate in gates:
+                assert gate.input_weight.weight_quant is gate.hidden_weight.weight_quant
+                both = torch.cat([gate.input_weight.weight.flatten(), gate.hidden_weight.weight.flatten()])
+                expected = both.detach().abs().max() / 127  # narrow int8: max |w| over both weights / 127
+                for weight in (gate.input_weight, gate.hidden_weight):
+                    torch.testing.assert_close(weight.quant_weight().scale, expected)
 
 
 def test_coupled_input_forget_gates():
