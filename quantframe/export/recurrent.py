@@ -36,9 +36,10 @@ from quantframe.export.qcdq import container, dequantized
 from quantframe.export.recurrent_unrolled import unrolled_forward
 from quantframe.export.registry import register_layer
 from quantframe.layers.base import plain
-from quantframe.layers.recurrent import QuantRecurrent, QuantRNNLayer
-from quantframe.layers.recurrent_cell import GateParams, GateWeight, QuantLSTMCell, QuantRNNCell
-from quantframe.layers.recurrent_lstm import QuantLSTMLayer
+from quantframe.layers.recurrent.base import QuantRecurrent
+from quantframe.layers.recurrent.cells import GateParams, GateWeight, QuantLSTMCell, QuantRNNCell
+from quantframe.layers.recurrent.lstm import QuantLSTMLayer
+from quantframe.layers.recurrent.rnn import QuantRNNLayer
 from quantframe.proxy.base import QuantProxy
 from quantframe.proxy.weight import WeightQuantProxy
 

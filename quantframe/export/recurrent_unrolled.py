@@ -1,7 +1,7 @@
 """The recurrence of a QuantRNN / QuantLSTM written out step by step, every quantizer called as a proxy.
 
 The layers' own forward reads the activation quantizers' scales once and runs a fused loop
-(`quantframe.layers.recurrent_cell`), so no proxy sees the per-step tensors and an export handler
+(`quantframe.layers.recurrent.cells`), so no proxy sees the per-step tensors and an export handler
 would have nothing to emit. This forward computes the same recurrence (DESIGN §5) in plain torch ops
 and calls each proxy where the layer quantizes:
 
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from quantframe.layers.base import plain
-from quantframe.layers.recurrent_bptt import order
+from quantframe.layers.recurrent.bptt import order
 from quantframe.tensor import QuantTensor
 
 SIGMOID_GATES = ("input", "forget", "output")

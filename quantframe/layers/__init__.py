@@ -21,8 +21,7 @@ from quantframe.layers.pool import (
     TruncAdaptiveAvgPool2d,
     TruncAvgPool2d,
 )
-from quantframe.layers.recurrent import QuantRNN
-from quantframe.layers.recurrent_lstm import QuantLSTM
+from quantframe.layers.recurrent import QuantLSTM, QuantRNN
 from quantframe.layers.upsample import QuantUpsample
 
 __all__ = [

@@ -12,7 +12,7 @@ from quantframe.layers import QuantLSTM, QuantRNN
 from quantframe.proxy import QuantProxy
 from quantframe.tensor import QuantTensor
 from tests.export.conftest import calibrate
-from tests.layers.test_recurrent_lstm import NONE
+from tests.layers.recurrent.test_lstm import NONE
 
 WEIGHT_ONLY = {k: v for k, v in NONE.items() if k != "weight_quant"}  # every quantizer but the weights
 LSTM_CASES = {

@@ -8,7 +8,7 @@ One layer and direction of a `QuantRNN` / `QuantLSTM` runs in three stages:
 3. run the recurrence: per timestep only `xw_t + h_{t-1} @ W_hh^T`, the gate arithmetic and the
    per-step quantizers, prepared once per forward (`StepQuant`). Without autograd the loop writes
    into preallocated buffers in place; with autograd one `torch.autograd.Function` per layer and
-   direction runs that loop and backpropagates through time by hand (`recurrent_bptt.py`).
+   direction runs that loop and backpropagates through time by hand (`bptt.py`).
    Quantizers the hand-written backward does not cover (binary, ternary, a learned zero point or
    bit width, other rounding rules) run through autograd over the loop instead.
 """
@@ -18,9 +18,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from quantframe.layers.recurrent_bptt import LSTMSequence, RNNSequence, lstm_loop, order, rnn_loop
-from quantframe.layers.recurrent_cache import EvalCache
-from quantframe.layers.recurrent_quant import StepQuant
+from quantframe.layers.recurrent.bptt import LSTMSequence, RNNSequence, lstm_loop, order, rnn_loop
+from quantframe.layers.recurrent.cache import EvalCache
+from quantframe.layers.recurrent.step_quant import StepQuant
 from quantframe.proxy.bias import bias_proxy
 from quantframe.proxy.weight import weight_proxy
 from quantframe.tensor import QuantTensor

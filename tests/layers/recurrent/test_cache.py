@@ -1,9 +1,9 @@
-"""quantframe.layers.recurrent_cache: prepared quantizers and weights kept between eval forwards."""
+"""quantframe.layers.recurrent.cache: prepared quantizers and weights kept between eval forwards."""
 
 import torch
 
-from quantframe.layers.recurrent_cache import EvalCache
-from tests.layers.test_recurrent_quant import _learned
+from quantframe.layers.recurrent.cache import EvalCache
+from tests.layers.recurrent.test_step_quant import _learned
 
 
 def test_eval_cache_reuses_until_state_changes():

@@ -1,10 +1,11 @@
-"""quantframe.layers.recurrent_stats: a sequence's statistics steps in one pass per timestep."""
+"""quantframe.layers.recurrent.stats: a sequence's statistics steps in one pass per timestep."""
 
 import pytest
 import torch
 
-from quantframe.layers import QuantLSTM, QuantRNN, recurrent_stats
-from quantframe.layers.recurrent_quant import StepQuant
+from quantframe.layers import QuantLSTM, QuantRNN
+from quantframe.layers.recurrent import stats as recurrent_stats
+from quantframe.layers.recurrent.step_quant import StepQuant
 from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import Int8ActPerTensorFloat, Uint8ActPerTensorFloat
 

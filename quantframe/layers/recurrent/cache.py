@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from quantframe.layers.recurrent_quant import StepQuant
+from quantframe.layers.recurrent.step_quant import StepQuant
 from quantframe.proxy.act import ActQuantProxy
 
 

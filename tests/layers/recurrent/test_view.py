@@ -1,10 +1,10 @@
-"""quantframe.layers.recurrent_view: DESIGN §5's `gate_params` view of a QuantLSTM layer and direction."""
+"""quantframe.layers.recurrent.view: DESIGN §5's `gate_params` view of a QuantLSTM layer and direction."""
 
 import torch
 from torch import nn
 
 from quantframe.layers import QuantLSTM
-from tests.layers.test_recurrent_lstm import NONE
+from tests.layers.recurrent.test_lstm import NONE
 
 
 def test_per_channel_4bit_weights_stack_to_80_row_scales():

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from quantframe.layers.recurrent_quant import StepQuant, StepRecord
+from quantframe.layers.recurrent.step_quant import StepQuant, StepRecord
 
 
 def order(length: int, reverse: bool) -> range:

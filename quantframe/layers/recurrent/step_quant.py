@@ -19,9 +19,9 @@ components: every timestep is then one statistics step, as for the same quantize
 Without autograd a plain integer quantizer runs its scaling and zero-point components and then the
 quantization chain here, which also fills the straight-through mask (`_dynamic_into`). Loops announce
 their length (`begin`/`end`): quantizers collecting a per-tensor percentile then run all chunks of a
-step in one pass and fold the sequence's statistics in once (`recurrent_stats.py`).
+step in one pass and fold the sequence's statistics in once (`stats.py`).
 
-For the hand-written backward pass of a sequence (`recurrent_bptt.py`) a `StepRecord` keeps, per
+For the hand-written backward pass of a sequence (`bptt.py`) a `StepRecord` keeps, per
 timestep, the straight-through mask (1 inside the clamp range) and, for learned scales, what the
 scale gradient needs (LSQ: d value / d scale = q - zero_point - (x / scale) * inside), reduced over
 all timesteps at once after the backward loop.
@@ -38,7 +38,7 @@ from quantframe.core.functional import can_fuse, fused_fake_quant, reference_fak
 from quantframe.core.scaling import ConstScaling, ParameterFromStatsScaling, ParameterScaling
 from quantframe.core.tensor_quant import IntQuant
 from quantframe.core.zero_point import ParameterFromStatsZeroPoint, ZeroZeroPoint
-from quantframe.layers.recurrent_stats import BatchedCollection, divide_and_quantize_into
+from quantframe.layers.recurrent.stats import BatchedCollection, divide_and_quantize_into
 from quantframe.proxy.act import ActQuantProxy
 
 _FIXED = (ConstScaling, ParameterScaling, ZeroZeroPoint)
@@ -216,7 +216,7 @@ class StepQuant:
 
     def begin(self, steps: int) -> None:
         """Before `steps` timesteps of `apply`: batch their statistics steps where the quantizers allow
-        (`recurrent_stats.py`); `end()` after the last one folds them into the running statistics."""
+        (`stats.py`); `end()` after the last one folds them into the running statistics."""
         if self.mode != "dynamic" or not self.plain or torch.compiler.is_compiling():
             return  # (no state is touched otherwise: dynamo traces the loop as one graph)
         self.batched = None

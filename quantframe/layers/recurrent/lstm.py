@@ -7,7 +7,7 @@ tanh quantizers, the bias quantizer is one per layer and direction, and one cell
 shared by all layers (so that the final cell states can be concatenated on one grid).
 `layer.gate_params` views the four gates as torch's stacked matrices, with DESIGN §5's
 `.input_weight` / `.hidden_weight` (`.weight_quant`, `.quant_weight()`) and `.bias_quant`
-(`recurrent_view.py`).
+(`view.py`).
 """
 
 from typing import Any
@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from quantframe.layers.recurrent import QuantRecurrent, gate_quantizers
-from quantframe.layers.recurrent_cache import EvalCacheMixin
-from quantframe.layers.recurrent_cell import GateParams, QuantLSTMCell, prepare, project_inputs
-from quantframe.layers.recurrent_quant import StepQuant
-from quantframe.layers.recurrent_view import LSTMGateParams
+from quantframe.layers.recurrent.base import QuantRecurrent, gate_quantizers
+from quantframe.layers.recurrent.cache import EvalCacheMixin
+from quantframe.layers.recurrent.cells import GateParams, QuantLSTMCell, prepare, project_inputs
+from quantframe.layers.recurrent.step_quant import StepQuant
+from quantframe.layers.recurrent.view import LSTMGateParams
 from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import (
     Int8ActPerTensorFloat,
@@ -47,7 +47,7 @@ class QuantLSTMLayer(EvalCacheMixin, nn.Module):
 
     @property
     def gate_params(self) -> LSTMGateParams:
-        """The gates' parameters as torch's stacked matrices (DESIGN §5; see `recurrent_view.py`)."""
+        """The gates' parameters as torch's stacked matrices (DESIGN §5; see `view.py`)."""
         return LSTMGateParams(self)
 
     def stacked_gates(self) -> list[GateParams]:

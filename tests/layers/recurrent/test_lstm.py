@@ -1,4 +1,4 @@
-"""quantframe.layers.recurrent_lstm: QuantLSTM (gate structure, float parity, cell states, sharing flags)."""
+"""quantframe.layers.recurrent.lstm: QuantLSTM (gate structure, float parity, cell states, sharing flags)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""quantframe.layers.recurrent_bptt: the hand-written backward pass equals autograd over the recurrence.
+"""quantframe.layers.recurrent.bptt: the hand-written backward pass equals autograd over the recurrence.
 
 The reference below rebuilds each layer's recurrence from torch ops, the layer's own quantizer
 parameters and torch's learnable fake-quant kernel (straight-through inside the range, LSQ scale
@@ -161,7 +161,7 @@ def test_lstm_backward_equals_autograd_reference(bidirectional):
 )
 def test_backward_equals_autograd_over_the_loop(monkeypatch, build, learned):
     """The same recurrence differentiated by autograd (the path for quantizers BPTT does not cover)."""
-    import quantframe.layers.recurrent_quant as recurrent_quant
+    import quantframe.layers.recurrent.step_quant as recurrent_quant
 
     def run(force_autograd):
         torch.manual_seed(0)

@@ -1,8 +1,8 @@
-"""quantframe.layers.recurrent_quant: per-timestep quantizers prepared once per forward."""
+"""quantframe.layers.recurrent.step_quant: per-timestep quantizers prepared once per forward."""
 
 import torch
 
-from quantframe.layers.recurrent_quant import StepQuant
+from quantframe.layers.recurrent.step_quant import StepQuant
 from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import Int8ActPerTensorFloat, SignedBinaryActPerTensorConst, Uint8ActPerTensorFloat
 
