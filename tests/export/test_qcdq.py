@@ -29,7 +29,7 @@ from quantframe.quantizers import (
     SignedBinaryActPerTensorConst,
     Uint8ActPerTensorFloat,
 )
-from tests.export.conftest import (
+from tests.helpers import (
     CNN_CASES,
     calibrate,
     cnn,

@@ -11,7 +11,7 @@ from quantframe.export import export_encodings, export_onnx_qcdq, export_qonnx, 
 from quantframe.layers import QuantLSTM, QuantRNN
 from quantframe.proxy import QuantProxy
 from quantframe.tensor import QuantTensor
-from tests.export.conftest import calibrate
+from tests.helpers import calibrate
 from tests.layers.test_recurrent_lstm import NONE
 
 WEIGHT_ONLY = {k: v for k, v in NONE.items() if k != "weight_quant"}  # every quantizer but the weights

@@ -1,4 +1,4 @@
-"""Shared models and runners for the export tests: tiny, calibrated, deterministic."""
+"""Shared models and runners for the tests: tiny, calibrated, deterministic."""
 
 import numpy as np
 import onnx
