@@ -55,6 +55,8 @@ def main(repeats: int = REPEATS) -> None:
     for name in statements:
         if name != "import torch":
             print(f"{name}: adds {added[name]:.3f} s wall ({added_cpu[name]:.3f} s CPU) over import torch")
+    if sys.flags.dont_write_bytecode:
+        print("bytecode caching is off (PYTHONDONTWRITEBYTECODE): each process compiles quantframe's sources")
     verdict = "holds" if added["import torch + quantframe"] <= TARGET_SECONDS else "MISSED"
     print(f"target <= {TARGET_SECONDS} s added by quantframe: {verdict}")
 
