@@ -25,8 +25,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check quantframe tests examples benchmarks
 
+# Every script of benchmarks/ but its shared modules, each run as a module from the repository root.
+BENCHMARKS := $(filter-out __init__ models timing,$(basename $(notdir $(wildcard benchmarks/*.py))))
+
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in $(BENCHMARKS); do $(PY) -m benchmarks.$$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,16 +4,12 @@ Targets: 8-bit PTQ within 0.3 pt of float, 4-bit QAT within 0.5 pt.
 """
 
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from digits_qat import accuracy, digits_data, float_cnn, quant_cnn, train  # noqa: E402
-
-from quantframe import config  # noqa: E402
-from quantframe.calibrate import calibration_mode  # noqa: E402
+from examples.digits_qat import accuracy, digits_data, float_cnn, quant_cnn, train
+from quantframe import config
+from quantframe.calibrate import calibration_mode
 
 
 def quantized_copy(float_model: torch.nn.Module, bits: int) -> torch.nn.Module:

@@ -1,11 +1,7 @@
 """Construction time of the ResNet-18-shaped model: quantized vs float torch. Target <= 1.5x."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _models import brevitas_resnet18, float_resnet18, quant_resnet18  # noqa: E402
-from _timing import brevitas_available, compare, report, setup  # noqa: E402
+from benchmarks.models import brevitas_resnet18, float_resnet18, quant_resnet18
+from benchmarks.timing import brevitas_available, compare, report, setup
 
 
 def main() -> None:

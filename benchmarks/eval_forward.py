@@ -3,14 +3,10 @@
 Targets: <= 1.15x at batch 32, <= 1.5x at batch 1.
 """
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _models import brevitas_resnet18, finish_statistics, float_resnet18, quant_resnet18  # noqa: E402
-from _timing import brevitas_available, compare, report, setup  # noqa: E402
+from benchmarks.models import brevitas_resnet18, finish_statistics, float_resnet18, quant_resnet18
+from benchmarks.timing import brevitas_available, compare, report, setup
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ helper forced to U8U8 kernels (`session.x64quantprecision`, what it selects on C
 """
 
 import io
-import sys
 import tempfile
 import time
 import warnings
@@ -23,13 +22,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _models import finish_statistics, float_resnet18, quant_resnet18  # noqa: E402
-from _timing import compare, report, setup  # noqa: E402
-
-from quantframe.export import export_onnx_qcdq, export_qonnx, onnxruntime_session  # noqa: E402
-from quantframe.export.onnxruntime import u8s8_saturates  # noqa: E402
-from quantframe.layers import QuantIdentity  # noqa: E402
+from benchmarks.models import finish_statistics, float_resnet18, quant_resnet18
+from benchmarks.timing import compare, report, setup
+from quantframe.export import export_onnx_qcdq, export_qonnx, onnxruntime_session
+from quantframe.export.onnxruntime import u8s8_saturates
+from quantframe.layers import QuantIdentity
 
 
 def calibrated_models() -> tuple[nn.Module, nn.Module]:

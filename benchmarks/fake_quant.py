@@ -3,16 +3,11 @@
 Target: per-tensor activation fake-quant <= 1.3x `torch.fake_quantize_per_tensor_affine`.
 """
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _timing import brevitas_available, compare, report, setup  # noqa: E402
-
-from quantframe.proxy import ActQuantProxy, WeightQuantProxy  # noqa: E402
-from quantframe.quantizers import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat  # noqa: E402
+from benchmarks.timing import brevitas_available, compare, report, setup
+from quantframe.proxy import ActQuantProxy, WeightQuantProxy
+from quantframe.quantizers import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat
 
 
 def fwd_bwd(fn, x):  # noqa: ANN001, ANN201

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _models import brevitas_resnet18, finish_statistics, float_resnet18, quant_resnet18  # noqa: E402
-from _timing import brevitas_available, compare, report, setup  # noqa: E402
+from benchmarks.models import brevitas_resnet18, finish_statistics, float_resnet18, quant_resnet18
+from benchmarks.timing import brevitas_available, compare, report, setup
 
+ROOT = Path(__file__).resolve().parents[1]  # where `benchmarks` is importable
 MEMORY_RUNS = 3
 BUILDERS = {"float torch": float_resnet18, "quantframe": quant_resnet18, "brevitas": brevitas_resnet18}
 
@@ -85,9 +85,10 @@ def saved_for_backward_mib(model: nn.Module, batch: int = 32) -> float:
 
 def peak_memory_added(name: str) -> float:
     """`measure_peak_memory` in a fresh interpreter, so no model or allocator cache carries over."""
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import qat_step as q; "
-    code += f"print(q.measure_peak_memory({name!r}))"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    code = f"from benchmarks import qat_step; print(qat_step.measure_peak_memory({name!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
     return float(out.strip().splitlines()[-1])
 
 

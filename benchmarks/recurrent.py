@@ -7,17 +7,12 @@ while they still collect statistics; then the eval forward under `torch.no_grad(
 Targets: QuantLSTM <= 5x nn.LSTM for fwd+bwd and for eval; QuantRNN <= 3x nn.RNN.
 """
 
-import sys
-from pathlib import Path
-
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _models import finish_statistics  # noqa: E402
-from _timing import brevitas_available, compare, report, setup  # noqa: E402
-
-from quantframe.layers import QuantLSTM, QuantRNN  # noqa: E402
+from benchmarks.models import finish_statistics
+from benchmarks.timing import brevitas_available, compare, report, setup
+from quantframe.layers import QuantLSTM, QuantRNN
 
 SEQ, BATCH, INPUT, HIDDEN = 32, 16, 64, 128
 NEVER = 10**9  # collect_stats_steps that keeps the activation quantizers collecting for the whole run

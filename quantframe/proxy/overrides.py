@@ -4,7 +4,7 @@ import difflib
 from typing import Any
 
 from quantframe.inject import quantizer_attributes
-from quantframe.quantizers.spec import KNOWN_ATTRIBUTES
+from quantframe.quantizers.validation import KNOWN_ATTRIBUTES
 
 
 def accepted_attributes(quant: Any) -> set[str]:

@@ -5,7 +5,7 @@ from typing import Any
 from torch import nn
 
 from quantframe.inject import QuantInjector, build, evaluate_solvers, make_injector, quantizer_attributes
-from quantframe.quantizers.spec import validate_attributes
+from quantframe.quantizers.validation import validate_attributes
 
 ROLE_NAMES = {"weight": "a weight quantizer", "act": "an activation quantizer", "bias": "a bias quantizer"}
 ROLE_EXAMPLES = {"weight": "Int8WeightPerTensorFloat", "act": "Int8ActPerTensorFloat", "bias": "Int32Bias"}

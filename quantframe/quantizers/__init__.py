@@ -1,4 +1,10 @@
-"""Declarative quantizers users import: subclass them, or override attributes with prefixed keywords."""
+"""Declarative quantizers users import: subclass them, or override attributes with prefixed keywords.
+
+`QuantizerSpec`, `to_spec` and `from_spec` are loaded on first use: they need pydantic, which
+costs more to import than everything else here together.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from quantframe.enums import (
     BitWidthImplType,
@@ -27,7 +33,6 @@ from quantframe.quantizers.bias import (
     Int24Bias,
     Int32Bias,
 )
-from quantframe.quantizers.spec import QuantizerSpec, from_spec, to_spec
 from quantframe.quantizers.weight import (
     Int4WeightPerTensorFloat,
     Int8WeightPerChannelFixedPoint,
@@ -40,6 +45,9 @@ from quantframe.quantizers.weight import (
     SignedBinaryWeightPerTensorConst,
     SignedTernaryWeightPerTensorConst,
 )
+
+if TYPE_CHECKING:
+    from quantframe.quantizers.spec import QuantizerSpec, from_spec, to_spec
 
 WEIGHT_QUANTIZERS = (
     Int8WeightPerTensorFloat,
@@ -88,3 +96,14 @@ __all__ = [
     "to_spec",
     *(q.__name__ for q in WEIGHT_QUANTIZERS + ACT_QUANTIZERS + BIAS_QUANTIZERS),
 ]
+
+SPEC_NAMES = frozenset({"QuantizerSpec", "from_spec", "to_spec"})
+
+
+def __getattr__(name: str) -> Any:
+    """The spec names, imported from `quantframe.quantizers.spec` when first asked for."""
+    if name in SPEC_NAMES:
+        from quantframe.quantizers import spec
+
+        return getattr(spec, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from quantframe.export import Encodings, export_encodings, load_encodings
-from tests.export.conftest import calibrate, cnn, example, torch_eval
+from tests.helpers import calibrate, cnn, example, torch_eval
 
 
 def test_round_trip_and_contents(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from quantframe.export import export_int_weights
 from quantframe.layers import QuantLinear
 from quantframe.quantizers import Int8WeightPerTensorFixedPoint, SignedBinaryWeightPerTensorConst
-from tests.export.conftest import cnn
+from tests.helpers import cnn
 
 
 def read_hex(path, bits: int, signed: bool) -> np.ndarray:

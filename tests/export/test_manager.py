@@ -9,7 +9,7 @@ from quantframe.export import export_onnx_qcdq, export_qonnx, register_layer
 from quantframe.layers import QuantConv2d, QuantIdentity, QuantLinear
 from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import Int8ActPerTensorFloat, SignedBinaryActPerTensorConst
-from tests.export.conftest import (
+from tests.helpers import (
     assert_unchanged,
     calibrate,
     cnn,

@@ -11,7 +11,7 @@ from quantframe.export import export_onnx_qcdq, onnxruntime_session
 from quantframe.export import onnxruntime as helper
 from quantframe.layers import QuantConv2d, QuantIdentity, QuantReLU
 from quantframe.quantizers import Int32Bias
-from tests.export.conftest import calibrate, cnn, example, output_step, torch_eval
+from tests.helpers import calibrate, cnn, example, output_step, torch_eval
 
 
 def config(options: ort.SessionOptions, key: str) -> str | None:

@@ -29,7 +29,7 @@ from quantframe.quantizers import (
     SignedBinaryActPerTensorConst,
     Uint8ActPerTensorFloat,
 )
-from tests.export.conftest import (
+from tests.helpers import (
     CNN_CASES,
     calibrate,
     cnn,
@@ -271,15 +271,7 @@ def test_opset_outside_13_to_21_is_refused():
 
 @pytest.mark.slow
 def test_resnet18_example_exports_in_both_formats(tmp_path, capfd):
-    import sys
-    from pathlib import Path
-
-    examples = str(Path(__file__).resolve().parents[2] / "examples")
-    sys.path.insert(0, examples)
-    try:
-        from resnet18_qat import quant_resnet18
-    finally:
-        sys.path.remove(examples)
+    from examples.resnet18_qat import quant_resnet18
     from quantframe.export import export_qonnx
 
     torch.manual_seed(0)

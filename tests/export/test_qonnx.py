@@ -15,7 +15,7 @@ from quantframe.quantizers import (
     SignedBinaryWeightPerTensorConst,
     SignedTernaryActPerTensorConst,
 )
-from tests.export.conftest import CNN_CASES, calibrate, cnn, example, output_step, run_qonnx, torch_eval
+from tests.helpers import CNN_CASES, calibrate, cnn, example, output_step, run_qonnx, torch_eval
 
 DOMAIN = "qonnx.custom_op.general"
 

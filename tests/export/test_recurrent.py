@@ -11,8 +11,7 @@ from quantframe.export import export_encodings, export_onnx_qcdq, export_qonnx, 
 from quantframe.layers import QuantLSTM, QuantRNN
 from quantframe.proxy import QuantProxy
 from quantframe.tensor import QuantTensor
-from tests.export.conftest import calibrate
-from tests.layers.recurrent.test_lstm import NONE
+from tests.helpers import NONE, calibrate
 
 WEIGHT_ONLY = {k: v for k, v in NONE.items() if k != "weight_quant"}  # every quantizer but the weights
 LSTM_CASES = {

@@ -3,7 +3,7 @@
 Brevitas's quantizers run inside its own layers (`brevitas.nn.QuantConv2d` / `QuantLinear`); ours
 are resolved with `WeightQuantProxy` on a copy of the same weight.
 
-Power-of-two scales: our spec (DESIGN §4) is scale = 2^ceil(log2(max|w| / 127)): the log2 of the
+Power-of-two scales: quantframe takes scale = 2^ceil(log2(max|w| / 127)): the log2 of the
 scale itself is rounded up, so nothing clips. Brevitas 0.13 (observed) rounds the *threshold* up to a
 power of two and divides by 2^7, scale = 2^(ceil(log2(max|w|)) - 7). The two agree except when max|w|
 lies just below a power of two P, in (127/128 P, P): there Brevitas's scale is half ours and its

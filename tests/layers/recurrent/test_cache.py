@@ -3,11 +3,11 @@
 import torch
 
 from quantframe.layers.recurrent.cache import EvalCache
-from tests.layers.recurrent.test_step_quant import _learned
+from tests.helpers import learned_proxy
 
 
 def test_eval_cache_reuses_until_state_changes():
-    proxy = _learned(threshold=2.0).eval()
+    proxy = learned_proxy(threshold=2.0).eval()
     cache = EvalCache()
     with torch.no_grad():
         first = cache.step_quant("io", [proxy], 8, torch.float32)

@@ -7,16 +7,8 @@ from torch import nn
 from quantframe import QuantTensor
 from quantframe.core.scaling import ParameterFromStatsScaling
 from quantframe.layers import QuantLSTM
+from tests.helpers import NONE
 
-NONE = dict(
-    weight_quant=None,
-    bias_quant=None,
-    io_quant=None,
-    gate_acc_quant=None,
-    sigmoid_quant=None,
-    tanh_quant=None,
-    cell_state_quant=None,
-)
 GATE_PARAMS = ("input_gate_params", "forget_gate_params", "cell_gate_params", "output_gate_params")
 
 

@@ -5,19 +5,11 @@ import torch
 from quantframe.layers.recurrent.step_quant import StepQuant
 from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import Int8ActPerTensorFloat, SignedBinaryActPerTensorConst, Uint8ActPerTensorFloat
+from tests.helpers import learned_proxy
 
 
 def _x(shape=(6, 8), seed=0, spread=3.0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * spread
-
-
-def _learned(quant=Int8ActPerTensorFloat, threshold=2.0, **overrides):
-    """A proxy past statistics collection whose learned threshold is `threshold`."""
-    proxy = act_proxy(quant, overrides, "test", "act_quant")
-    scaling = proxy.tensor_quant.scaling_impl
-    scaling.collector.value.fill_(threshold)
-    scaling.init_from_statistics()
-    return proxy
 
 
 def _torch_fake_quant(x, scale, lo, hi):
@@ -27,7 +19,7 @@ def _torch_fake_quant(x, scale, lo, hi):
 
 
 def test_fixed_chain_is_bit_identical_to_torch_fake_quant():
-    proxy = _learned(threshold=2.0).eval()
+    proxy = learned_proxy(threshold=2.0).eval()
     quant = StepQuant([proxy], 8)
     assert quant.mode == "fixed"
     scale = torch.tensor(2.0) / 128
@@ -41,8 +33,8 @@ def test_fixed_chain_is_bit_identical_to_torch_fake_quant():
 
 
 def test_grouped_ranges_share_one_clamp_through_the_zero_point():
-    sigmoid = [_learned(Uint8ActPerTensorFloat, t).eval() for t in (1.0, 0.8, 0.6)]
-    tanh = _learned(Int8ActPerTensorFloat, 1.0).eval()
+    sigmoid = [learned_proxy(Uint8ActPerTensorFloat, t).eval() for t in (1.0, 0.8, 0.6)]
+    tanh = learned_proxy(Int8ActPerTensorFloat, 1.0).eval()
     quant = StepQuant([*sigmoid, tanh], 8)
     assert quant.mode == "fixed" and quant.shift_row is not None
     x = _x((5, 32), spread=1.0)
@@ -60,7 +52,7 @@ def test_grouped_ranges_share_one_clamp_through_the_zero_point():
 
 
 def test_different_range_widths_fall_back_to_chunk_by_chunk():
-    proxies = [_learned(threshold=1.0).eval(), _learned(threshold=1.0, bit_width=4).eval()]
+    proxies = [learned_proxy(threshold=1.0).eval(), learned_proxy(threshold=1.0, bit_width=4).eval()]
     quant = StepQuant(proxies, 8)
     assert quant.mode == "dynamic"
     x = _x((3, 16), spread=1.0)
@@ -90,7 +82,7 @@ def test_binary_quantizer_runs_step_by_step():
 
 
 def test_record_gives_the_straight_through_mask_and_the_lsq_scale_gradient():
-    proxy = _learned(threshold=2.0).train()
+    proxy = learned_proxy(threshold=2.0).train()
     quant = StepQuant([proxy], 8)
     assert quant.scale_grad
     xs = _x((3, 4, 8))

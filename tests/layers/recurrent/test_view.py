@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from quantframe.layers import QuantLSTM
-from tests.layers.recurrent.test_lstm import NONE
+from tests.helpers import NONE
 
 
 def test_per_channel_4bit_weights_stack_to_80_row_scales():

@@ -1,12 +1,8 @@
 """The benchmark workloads' models: float, quantframe and (where installed) Brevitas ResNet-18s."""
 
-import sys
-from pathlib import Path
-
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from resnet18_qat import FLOAT_LAYERS, ResNet18, float_resnet18, quant_resnet18  # noqa: E402
+from examples.resnet18_qat import FLOAT_LAYERS, ResNet18, float_resnet18, quant_resnet18
 
 
 def brevitas_resnet18(num_classes: int = 10) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Shared models and runners for the export tests: tiny, calibrated, deterministic."""
+"""Shared models and runners for the tests: tiny, calibrated, deterministic."""
 
 import numpy as np
 import onnx
@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from quantframe.layers import QuantConv2d, QuantIdentity, QuantLinear, QuantMaxPool2d, QuantReLU
+from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import (
     Int8ActPerTensorFloat,
     Int8WeightPerChannelFloat,
@@ -118,3 +119,26 @@ def assert_unchanged(model: nn.Module, x: torch.Tensor, before: tuple) -> None:
             assert module.export_handler is None
             assert "forward" not in module.__dict__
     assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+# --- recurrent layers ---
+
+# QuantLSTM with every quantizer off (QuantRNN takes the first four)
+NONE = dict(
+    weight_quant=None,
+    bias_quant=None,
+    io_quant=None,
+    gate_acc_quant=None,
+    sigmoid_quant=None,
+    tanh_quant=None,
+    cell_state_quant=None,
+)
+
+
+def learned_proxy(quant=Int8ActPerTensorFloat, threshold=2.0, **overrides):
+    """A proxy past statistics collection whose learned threshold is `threshold`."""
+    proxy = act_proxy(quant, overrides, "test", "act_quant")
+    scaling = proxy.tensor_quant.scaling_impl
+    scaling.collector.value.fill_(threshold)
+    scaling.init_from_statistics()
+    return proxy

@@ -1,0 +1,1 @@
+"""Runnable user stories, each a script; importable too, so the benchmarks reuse their models."""
