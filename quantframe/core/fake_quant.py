@@ -80,7 +80,8 @@ def fake_quant_into(
     what a hand-written backward needs.
     """
     if scratch is None:
-        return _dequantize_(_round_clamp_(torch.div(x, scale, out=out), zero_point, lo, hi), scale, zero_point)
+        levels = _round_clamp_(torch.div(x, scale, out=out), zero_point, lo, hi)
+        return _dequantize_(levels, scale, zero_point)
     scaled, levels, mask = scratch
     torch.div(x, scale, out=scaled)
     if zero_point is not None:

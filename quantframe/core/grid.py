@@ -87,7 +87,7 @@ class IntGrid(NamedTuple):
 
     @classmethod
     def of_metadata(cls, bit_width: BitWidth, signed: bool) -> IntGrid:
-        """The grid a QuantTensor's bit width and signedness describe (full range; 1 signed bit is bipolar)."""
+        """The grid a QuantTensor's bit width and sign describe (full range; 1 signed bit is bipolar)."""
         return cls(bit_width, bool(signed), False, GridKind.METADATA)
 
     @classmethod

@@ -109,7 +109,8 @@ class ExternalScaleIntTensorQuant(nn.Module):
     def forward(self, x: Tensor, scale: Tensor) -> QuantOutput:
         bit_width = self.bit_width_impl()
         grid = IntGrid(bit_width, self.signed, self.narrow_range)
-        value = reference_fake_quant(x, scale, self.zero_point, grid.min_int, grid.max_int, self.float_to_int_impl)
+        lo, hi = grid.min_int, grid.max_int
+        value = reference_fake_quant(x, scale, self.zero_point, lo, hi, self.float_to_int_impl)
         return value, scale, self.zero_point, bit_width
 
 
