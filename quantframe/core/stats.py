@@ -10,7 +10,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from quantframe.core.functional import max_int, min_int, threshold_divisor
+from quantframe.core.fake_quant import fake_quant_into
+from quantframe.core.grid import IntGrid
 
 
 def _keep_view(x: Tensor, keep_dims: tuple[int, ...]) -> Tensor:
@@ -56,14 +57,19 @@ def negative_min(x: Tensor, keep_dims: tuple[int, ...] = ()) -> Tensor:
     return low.reshape(()) if not keep_dims else _broadcast(low, x, keep_dims)
 
 
+def percentile_rank(q: float, n: int) -> int:
+    """The rank k (1 = smallest) of the q-th percentile of n values: floor(q/100 * n + 0.5) in [1, n]."""
+    return min(max(int(math.floor(0.01 * q * n + 0.5)), 1), n)
+
+
 def _kth_largest(flat: Tensor, q: float) -> Tensor:
-    """The q-th percentile of each row, by rank: k = floor(q/100 * n + 0.5) (at least 1).
+    """The q-th percentile of each row, by rank (`percentile_rank`).
 
     The top (or bottom) of a distribution is found with `topk` of the few values beyond it,
     not a full sort: the 99.999th percentile of 2M values is the 21st largest.
     """
     n = flat.shape[1]
-    k = min(max(int(math.floor(0.01 * q * n + 0.5)), 1), n)
+    k = percentile_rank(q, n)
     from_top = n - k + 1
     if from_top <= k:
         return flat.topk(from_top, dim=1, sorted=False).values.amin(dim=1)
@@ -77,7 +83,7 @@ def _kth_largest_of_tensor(x: Tensor, q: float) -> Tensor:
     per row (rows run in parallel) followed by a topk of the survivors gives the exact answer.
     """
     n = x.numel()
-    k = min(max(int(math.floor(0.01 * q * n + 0.5)), 1), n)
+    k = percentile_rank(q, n)
     m, largest = (n - k + 1, True) if n - k + 1 <= k else (k, False)
     rows = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
     if rows.shape[0] > 1 and rows.shape[1] > 4 * m:
@@ -203,9 +209,8 @@ class MSEStats(nn.Module):
     ):
         super().__init__()
         self.keep_dims = tuple(stats_keep_dims)
-        self.min_value = min_int(bit_width, signed, narrow_range)
-        self.max_value = max_int(bit_width, signed, narrow_range)
-        self.divisor = threshold_divisor(bit_width, signed, narrow_range)
+        grid = IntGrid(bit_width, signed, narrow_range)
+        self.min_value, self.max_value, self.divisor = grid.min_int, grid.max_int, grid.divisor
         self.register_buffer(
             "fractions", torch.linspace(mse_search_min, 1.0, int(mse_search_steps)), persistent=False
         )
@@ -213,12 +218,13 @@ class MSEStats(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             top = abs_max(x, self.keep_dims)
+            # One buffer for every candidate's squared error: the search allocates once.
+            diff = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, top.dtype), device=x.device)
             best_err, best = None, top
             for fraction in self.fractions:
                 threshold = top * fraction
                 scale = torch.clamp_min(threshold / self.divisor, 1e-12)
-                q = torch.clamp(torch.round(x / scale), self.min_value, self.max_value) * scale
-                diff = (q - x) ** 2
+                fake_quant_into(diff, x, scale, None, self.min_value, self.max_value).sub_(x).square_()
                 err = (
                     diff.mean()
                     if not self.keep_dims

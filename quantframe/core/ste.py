@@ -1,79 +1,59 @@
 """Straight-through estimator ops: the forward rounds, the backward passes the gradient unchanged."""
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 
-class _RoundSte(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return torch.round(x)  # half to even
+def _straight_through(name: str, op: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """The autograd function `op(x)` forward, identity backward: one mechanism for every rule below.
 
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    A class per rule rather than one taking `op` as an argument: tracers and exporters then see a
+    function of tensors only.
+    """
+
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
+        return op(x)
+
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ANN001
         return grad
 
-
-class _FloorSte(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return torch.floor(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad
+    body = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    return type(name, (torch.autograd.Function,), body).apply
 
 
-class _CeilSte(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return torch.ceil(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad
+def _stochastic_round(x: Tensor) -> Tensor:
+    return torch.floor(x + torch.rand_like(x))
 
 
-class _TruncSte(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return torch.trunc(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad
-
-
-class _StochasticRoundSte(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return torch.floor(x + torch.rand_like(x))
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad
+_round = _straight_through("RoundSte", torch.round)  # half to even
+_floor = _straight_through("FloorSte", torch.floor)
+_ceil = _straight_through("CeilSte", torch.ceil)
+_trunc = _straight_through("TruncSte", torch.trunc)
+_stochastic = _straight_through("StochasticRoundSte", _stochastic_round)
 
 
 def round_ste(x: Tensor) -> Tensor:
     """Round half to even; gradient 1."""
-    return _RoundSte.apply(x)
+    return _round(x)
 
 
 def floor_ste(x: Tensor) -> Tensor:
     """Floor; gradient 1."""
-    return _FloorSte.apply(x)
+    return _floor(x)
 
 
 def ceil_ste(x: Tensor) -> Tensor:
     """Ceil; gradient 1."""
-    return _CeilSte.apply(x)
+    return _ceil(x)
 
 
 def round_to_zero_ste(x: Tensor) -> Tensor:
     """Truncate towards zero; gradient 1."""
-    return _TruncSte.apply(x)
+    return _trunc(x)
 
 
 def stochastic_round_ste(x: Tensor) -> Tensor:
     """floor(x + u), u ~ U[0, 1): unbiased rounding in expectation; gradient 1."""
-    return _StochasticRoundSte.apply(x)
+    return _stochastic(x)

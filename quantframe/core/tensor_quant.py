@@ -1,24 +1,16 @@
 """Tensor quantizers: the composed quantization of one tensor, returning value and metadata.
 
-`IntQuant` wires scaling, zero point, bit width and rounding components into one call; the
-math itself is `quantframe.core.functional`. Each returns `(value, scale, zero_point, bit_width)`.
+`IntTensorQuant` wires scaling, zero point, bit width and rounding components into one call; the
+grid is a `quantframe.core.grid.IntGrid` and the math is `quantframe.core.fake_quant` (binary and
+ternary: `quantframe.core.functional`). Each returns `(value, scale, zero_point, bit_width)`.
 """
 
 import torch
 from torch import Tensor, nn
 
-from quantframe.core.fake_quant import fast_fake_quant
-from quantframe.core.functional import (
-    binary_quant,
-    can_fuse,
-    fused_axis,
-    fused_fake_quant,
-    max_int,
-    min_int,
-    reference_fake_quant,
-    ternary_quant,
-    threshold_divisor,
-)
+from quantframe.core.fake_quant import fake_quant, reference_fake_quant
+from quantframe.core.functional import binary_quant, ternary_quant
+from quantframe.core.grid import IntGrid
 from quantframe.core.scaling import StatsScaling
 from quantframe.core.stats import AbsMaxStats
 from quantframe.enums import FloatToIntImplType
@@ -26,7 +18,7 @@ from quantframe.enums import FloatToIntImplType
 QuantOutput = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
-class IntQuant(nn.Module):
+class IntTensorQuant(nn.Module):
     """Integer fake quantization: value = (clamp(round(x / s + z), lo, hi) - z) * s.
 
     With `group_size` the tensor is viewed as (O, I / group_size, group_size, ...) so that each
@@ -52,10 +44,8 @@ class IntQuant(nn.Module):
         self.signed = bool(signed)
         self.narrow_range = bool(narrow_range)
         self.group_size = effective_group_size
-        bits = bit_width_impl.int_value
-        self.min_value = min_int(bits, self.signed, self.narrow_range)
-        self.max_value = max_int(bits, self.signed, self.narrow_range)
-        self.divisor = threshold_divisor(bits, self.signed, self.narrow_range)
+        self.grid = IntGrid(bit_width_impl.int_value, self.signed, self.narrow_range)
+        self.min_value, self.max_value, self.divisor = self.grid.min_int, self.grid.max_int, self.grid.divisor
         rounds_half_even = float_to_int_impl.impl_type == FloatToIntImplType.ROUND
         self.fusable_rounding = rounds_half_even and bit_width_impl.is_const
         # max |x| / divisor on a symmetric grid whose magnitude reaches the divisor: nothing clips.
@@ -71,27 +61,18 @@ class IntQuant(nn.Module):
         if self.bit_width_impl.is_const:
             lo, hi, divisor = self.min_value, self.max_value, self.divisor
         else:
-            lo = min_int(bit_width, self.signed, self.narrow_range)
-            hi = max_int(bit_width, self.signed, self.narrow_range)
-            divisor = threshold_divisor(bit_width, self.signed, self.narrow_range)
+            grid = IntGrid(bit_width, self.signed, self.narrow_range)
+            lo, hi, divisor = grid.min_int, grid.max_int, grid.divisor
         shape = x.shape
         if self.group_size is not None:
             x = self._grouped(x)
             stats_input = None if stats_input is None else self._grouped(stats_input)
         scale = self.scaling_impl(x if stats_input is None else stats_input, divisor)
         zero_point = self.zero_point_impl(x, scale, hi)
-        value = None
-        if self.fusable_rounding:
-            if not x.is_cuda:  # torch's CPU fake-quant kernels are ~10x slower than the in-place chain
-                value = fast_fake_quant(
-                    x, scale, zero_point, lo, hi, self.zero_point_impl.is_zero, self.never_clips
-                )
-            elif can_fuse(x, scale, lo, hi):
-                axis = fused_axis(x, scale)
-                if axis is not False and (zero_point.numel() == 1 or fused_axis(x, zero_point) == axis):
-                    value = fused_fake_quant(x, scale, zero_point, lo, hi, axis)
-        if value is None:
-            value = reference_fake_quant(x, scale, zero_point, lo, hi, self.float_to_int_impl)
+        round_fn = None if self.fusable_rounding else self.float_to_int_impl
+        value = fake_quant(
+            x, scale, zero_point, lo, hi, round_fn, self.zero_point_impl.is_zero, self.never_clips
+        )
         if self.group_size is not None:
             value = value.reshape(shape)
             scale = self._ungrouped(scale, shape)
@@ -112,7 +93,7 @@ class IntQuant(nn.Module):
         return expanded.reshape(shape[0], shape[1], *t.shape[3:])
 
 
-class ExternalScaleIntQuant(nn.Module):
+class ExternalScaleIntTensorQuant(nn.Module):
     """Integer fake quantization with a scale given by the caller (bias: input scale x weight scale)."""
 
     def __init__(
@@ -127,17 +108,18 @@ class ExternalScaleIntQuant(nn.Module):
 
     def forward(self, x: Tensor, scale: Tensor) -> QuantOutput:
         bit_width = self.bit_width_impl()
-        lo = min_int(bit_width, self.signed, self.narrow_range)
-        hi = max_int(bit_width, self.signed, self.narrow_range)
+        grid = IntGrid(bit_width, self.signed, self.narrow_range)
+        lo, hi = grid.min_int, grid.max_int
         value = reference_fake_quant(x, scale, self.zero_point, lo, hi, self.float_to_int_impl)
         return value, scale, self.zero_point, bit_width
 
 
-class BinaryQuant(nn.Module):
+class BinaryTensorQuant(nn.Module):
     """Bipolar quantization to {-scale, +scale}: 1 signed bit."""
 
     signed = True
     narrow_range = False
+    grid = IntGrid.binary()
 
     def __init__(self, scaling_impl: nn.Module):
         super().__init__()
@@ -146,15 +128,16 @@ class BinaryQuant(nn.Module):
         self.register_buffer("zero_point", torch.zeros(()), persistent=False)
 
     def forward(self, x: Tensor, stats_input: Tensor | None = None) -> QuantOutput:
-        scale = self.scaling_impl(x if stats_input is None else stats_input, 1)
+        scale = self.scaling_impl(x if stats_input is None else stats_input, self.grid.divisor)
         return binary_quant(x, scale), scale, self.zero_point, self.bit_width
 
 
-class TernaryQuant(nn.Module):
+class TernaryTensorQuant(nn.Module):
     """Ternary quantization to {-scale, 0, +scale}, zero below `threshold * scale`: 2 signed bits, narrow."""
 
     signed = True
     narrow_range = True
+    grid = IntGrid.ternary()
 
     def __init__(self, scaling_impl: nn.Module, threshold: float = 0.5):
         super().__init__()
@@ -164,5 +147,5 @@ class TernaryQuant(nn.Module):
         self.register_buffer("zero_point", torch.zeros(()), persistent=False)
 
     def forward(self, x: Tensor, stats_input: Tensor | None = None) -> QuantOutput:
-        scale = self.scaling_impl(x if stats_input is None else stats_input, 1)
+        scale = self.scaling_impl(x if stats_input is None else stats_input, self.grid.divisor)
         return ternary_quant(x, scale, self.threshold), scale, self.zero_point, self.bit_width

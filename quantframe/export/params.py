@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from quantframe.core.functional import max_int, min_int
+from quantframe.core.grid import IntGrid
 from quantframe.enums import QuantType
 from quantframe.tensor import QuantTensor
 
@@ -39,18 +39,23 @@ class QuantParams:
     threshold: float | None = None
 
     @property
+    def grid(self) -> IntGrid:
+        """The integer grid of the tensor (bipolar for BINARY, {-1, 0, +1} for TERNARY)."""
+        if self.kind == QuantType.BINARY:
+            return IntGrid.binary()
+        if self.kind == QuantType.TERNARY:
+            return IntGrid.ternary()
+        return IntGrid(self.bit_width, self.signed, self.narrow)
+
+    @property
     def lo(self) -> int:
         """Smallest integer of the grid (-1 for a bipolar grid)."""
-        if self.kind == QuantType.BINARY:
-            return -1
-        return int(min_int(self.bit_width, self.signed, self.narrow))
+        return int(self.grid.min_int)
 
     @property
     def hi(self) -> int:
         """Largest integer of the grid."""
-        if self.kind == QuantType.BINARY:
-            return 1
-        return int(max_int(self.bit_width, self.signed, self.narrow))
+        return int(self.grid.max_int)
 
     @property
     def per_channel(self) -> bool:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
+from quantframe.core.grid import IntGrid
 from quantframe.export.manager import patch_forward
 from quantframe.export.qonnx import DOMAIN, constant
 from quantframe.export.registry import register_layer
@@ -67,9 +68,8 @@ def _trunc_nodes(g: Any, x: Any, module: Any, q: QuantTensor, out: QuantTensor, 
     offset = q.zero_point.detach().float() * count
     step = out.scale.detach().float() * divisor / scale  # 2^shift
     if fmt == "qonnx":
-        in_bits = q.bit_width.detach().float()
-        if q.signed:
-            in_bits = torch.where(in_bits == 1, in_bits + 1, in_bits)
+        grid = IntGrid.of_metadata(q.bit_width.detach().float(), bool(q.signed))
+        in_bits = grid.summand_bit_width(bool(q.signed))
         trunc = g.op(
             f"{DOMAIN}::Trunc",
             sums,

@@ -4,16 +4,16 @@ Training-mode dropout zeroes elements and multiplies the others by 1 / (1 - p). 
 (scale s, zero point z) the kept values are (int - z) * s / (1 - p) and a dropped value 0 is the
 integer z, so the result is exactly on the grid with scale s / (1 - p) and the same zero point and
 integers. A bipolar (1-bit signed) grid has no 0 level: its output is reported as 2-bit signed.
-p = 1 zeroes everything and returns a plain tensor.
+p = 1 zeroes everything and returns a plain tensor. The rule is `quantframe.tensor.ops.dropout`,
+which `F.dropout` on a QuantTensor also follows in eval mode.
 """
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from quantframe.tensor import QuantTensor
+from quantframe.tensor import QuantTensor, ops
 
 
 class QuantDropout(nn.Dropout):
@@ -29,15 +29,5 @@ class QuantDropout(nn.Dropout):
         if not self.training or self.p == 0:
             return x if self.return_quant_tensor else x.value
         value = F.dropout(x.value, self.p, True, self.inplace)
-        if (
-            not self.return_quant_tensor
-            or self.p == 1
-            or x.scale is None
-            or x.zero_point is None
-            or x.bit_width is None
-            or x.signed is None
-        ):
-            return value
-        keep = 1.0 - self.p
-        bit_width = torch.where(x.bit_width == 1, x.bit_width + 1, x.bit_width) if x.signed else x.bit_width
-        return QuantTensor(value, x.scale / keep, x.zero_point, bit_width, x.signed, x.training)
+        fields = ops.dropout(x, value, self.p, True) if self.return_quant_tensor else None
+        return value if fields is None else QuantTensor(*fields)

@@ -29,10 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from quantframe.core.grid import IntGrid
 from quantframe.core.ste import floor_ste, round_ste
 from quantframe.layers.base import QuantIOMixin, plain
 from quantframe.proxy.overrides import route_overrides
 from quantframe.tensor import QuantTensor
+from quantframe.tensor.metadata import is_complete
 
 
 def truncated_window_average(
@@ -50,7 +52,7 @@ def truncated_window_average(
     work_dtype = torch.promote_types(x.value.dtype, torch.float32)
     # Integers relative to the zero point (round(value / scale) = int - z): padding then adds real zeros.
     sums = window_sum(round_ste(x.value.to(work_dtype) / x.scale))
-    in_bits = torch.where(x.bit_width == 1, x.bit_width + 1, x.bit_width) if x.signed else x.bit_width
+    in_bits = IntGrid.of_metadata(x.bit_width, bool(x.signed)).summand_bit_width(bool(x.signed))
     acc_bits = in_bits + (count - 1).bit_length()  # + ceil(log2(count)), exact in integers
     out_bits = in_bits if bit_width is None else acc_bits.clamp(max=bit_width)
     step = 2.0 ** (acc_bits - out_bits)
@@ -79,13 +81,7 @@ def _check_trunc_args(owner: str, trunc_quant: Any, bit_width: Any) -> bool:
 
 
 def _require_quant_tensor(owner: str, x: Any) -> QuantTensor:
-    if (
-        isinstance(x, QuantTensor)
-        and x.scale is not None
-        and x.zero_point is not None
-        and x.bit_width is not None
-        and x.signed is not None
-    ):
+    if isinstance(x, QuantTensor) and is_complete(x):
         return x
     what = "a plain tensor"
     if isinstance(x, QuantTensor):
@@ -96,8 +92,24 @@ def _require_quant_tensor(owner: str, x: Any) -> QuantTensor:
     )
 
 
-class _QuantMaxPoolMixin:
-    """Max pooling that returns the input's QuantTensor grid when `return_quant_tensor` is set."""
+class _QuantMaxPool:
+    """Max pooling that returns the input's QuantTensor grid when `return_quant_tensor` is set.
+
+    Mixed in before `nn.MaxPool1d`/`nn.MaxPool2d`: one constructor and one forward for both.
+    """
+
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        dilation: Any = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+        return_quant_tensor: bool = True,
+    ):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
+        self.return_quant_tensor = bool(return_quant_tensor)
 
     def forward(self, x: Tensor | QuantTensor) -> Any:
         out = super().forward(x)
@@ -108,38 +120,12 @@ class _QuantMaxPoolMixin:
         return plain(out)
 
 
-class QuantMaxPool1d(_QuantMaxPoolMixin, nn.MaxPool1d):
+class QuantMaxPool1d(_QuantMaxPool, nn.MaxPool1d):
     """`nn.MaxPool1d` that keeps a QuantTensor input's grid (max of grid values is a grid value)."""
 
-    def __init__(
-        self,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        dilation: Any = 1,
-        return_indices: bool = False,
-        ceil_mode: bool = False,
-        return_quant_tensor: bool = True,
-    ):
-        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
-        self.return_quant_tensor = bool(return_quant_tensor)
 
-
-class QuantMaxPool2d(_QuantMaxPoolMixin, nn.MaxPool2d):
+class QuantMaxPool2d(_QuantMaxPool, nn.MaxPool2d):
     """`nn.MaxPool2d` that keeps a QuantTensor input's grid (max of grid values is a grid value)."""
-
-    def __init__(
-        self,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        dilation: Any = 1,
-        return_indices: bool = False,
-        ceil_mode: bool = False,
-        return_quant_tensor: bool = True,
-    ):
-        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
-        self.return_quant_tensor = bool(return_quant_tensor)
 
 
 class TruncAvgPool2d(QuantIOMixin, nn.AvgPool2d):

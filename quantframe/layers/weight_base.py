@@ -17,12 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from quantframe.core.accumulator import accumulator_bit_width
+from quantframe.core.grid import IntGrid
 from quantframe.layers.base import QuantIOMixin
 from quantframe.proxy.bias import bias_proxy
 from quantframe.proxy.overrides import route_overrides
 from quantframe.proxy.resolve import check_quantizer
 from quantframe.proxy.weight import WeightQuantProxy, weight_proxy
 from quantframe.tensor import QuantTensor
+from quantframe.tensor.metadata import has_offset
 
 QUANTIZER_SLOTS = ("weight_quant", "bias_quant", "input_quant", "output_quant")
 _ROLES = {"weight_quant": "weight", "bias_quant": "bias", "input_quant": "act", "output_quant": "act"}
@@ -178,16 +180,12 @@ class QuantWBIOLayer(QuantIOMixin):
         if weight_scale is None:
             return QuantTensor(out, training=self.training)
         scale = x.scale.reshape(()) * weight_scale
-        x_bits, w_bits = x.bit_width, weight.bit_width
-        # A bipolar {-1, +1} operand (1 signed bit) times an unsigned one sums to +-(2^b - 1) * K, one bit
-        # more than the rule gives: count it as 2 bits there (no other case changes).
-        if weight.signed and not x.signed:
-            w_bits = w_bits.clamp(min=2)
-        elif x.signed and not weight.signed:
-            x_bits = x_bits.clamp(min=2)
+        # A bipolar operand times an unsigned one counts as 2 bits (`IntGrid.product_bit_width`).
+        x_bits = IntGrid.of_metadata(x.bit_width, bool(x.signed)).product_bit_width(bool(weight.signed))
+        w_bits = IntGrid.of_metadata(weight.bit_width, bool(weight.signed)).product_bit_width(bool(x.signed))
         bit_width = accumulator_bit_width(x_bits, w_bits, self._inputs_per_output())
         # Offsets make an unsigned x unsigned product signed: (x - z_x)(w - z_w) can be negative.
-        signed = bool(x.signed or weight.signed or _has_offset(x) or _has_offset(weight))
+        signed = bool(x.signed or weight.signed or has_offset(x) or has_offset(weight))
         if bias_q is not None and self.bias_quant.requires_input_scale:
             bit_width = torch.maximum(bit_width, bias_q.bit_width.to(bit_width)) + 1
             zero_point = torch.zeros((), dtype=scale.dtype, device=scale.device)
@@ -211,7 +209,7 @@ class QuantWBIOLayer(QuantIOMixin):
             return None
         return self._output_channel_view(scale)
 
-    # ------------------------------------------------------------ inspection (DESIGN §5)
+    # ------------------------------------------------------------ inspection
 
     @property
     def is_weight_quant_enabled(self) -> bool:
@@ -267,8 +265,3 @@ class QuantWBIOLayer(QuantIOMixin):
     def _require(self, enabled: bool, method: str, slot: str) -> None:
         if not enabled:
             raise ValueError(f"{type(self).__name__}.{method} needs a quantizer, but {slot} is None")
-
-
-def _has_offset(qt: QuantTensor) -> bool:
-    zero_point = qt.zero_point
-    return zero_point is not None and bool((zero_point != 0).any())

@@ -20,11 +20,11 @@ from quantframe.inject import solver, value
 @solver
 def solve_tensor_quant(quant_type, requires_input_scale=False):  # noqa: ANN001, ANN201
     if requires_input_scale:
-        return tensor_quant.ExternalScaleIntQuant
+        return tensor_quant.ExternalScaleIntTensorQuant
     return {
-        QuantType.INT: tensor_quant.IntQuant,
-        QuantType.BINARY: tensor_quant.BinaryQuant,
-        QuantType.TERNARY: tensor_quant.TernaryQuant,
+        QuantType.INT: tensor_quant.IntTensorQuant,
+        QuantType.BINARY: tensor_quant.BinaryTensorQuant,
+        QuantType.TERNARY: tensor_quant.TernaryTensorQuant,
     }[QuantType(quant_type)]
 
 

@@ -20,7 +20,7 @@ from quantframe.core.functional import (
     threshold_divisor,
 )
 
-# (bit_width, signed, narrow) -> (min, max, divisor), from the definitions in DESIGN §4.
+# (bit_width, signed, narrow) -> (min, max, divisor), written out by hand from the grid definitions.
 RANGES = [
     (8, True, True, -127, 127, 127),
     (8, True, False, -128, 127, 128),

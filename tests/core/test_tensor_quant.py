@@ -8,13 +8,18 @@ from quantframe.core.restrict_value import FloatRestrict
 from quantframe.core.rounding import FloatToInt
 from quantframe.core.scaling import ConstScaling, StatsScaling
 from quantframe.core.stats import AbsMaxStats, MinMaxStats, NegativeMinStats
-from quantframe.core.tensor_quant import BinaryQuant, ExternalScaleIntQuant, IntQuant, TernaryQuant
+from quantframe.core.tensor_quant import (
+    BinaryTensorQuant,
+    ExternalScaleIntTensorQuant,
+    IntTensorQuant,
+    TernaryTensorQuant,
+)
 from quantframe.core.zero_point import StatsZeroPoint, ZeroZeroPoint
 from quantframe.enums import FloatToIntImplType
 
 
 def _int_quant(bits=8, signed=True, narrow=True, keep_dims=(), rounding="ROUND", group_size=None, zp=None):
-    return IntQuant(
+    return IntTensorQuant(
         StatsScaling(AbsMaxStats(keep_dims), FloatRestrict(), 1e-8),
         zp or ZeroZeroPoint(),
         ConstBitWidth(bits),
@@ -52,7 +57,7 @@ def test_int_quant_other_rounding_rules(rounding, fn):
 
 def test_int_quant_asymmetric():
     x = _randn(40, seed=1)
-    tq = IntQuant(
+    tq = IntTensorQuant(
         StatsScaling(MinMaxStats(), FloatRestrict(), 1e-8),
         StatsZeroPoint(NegativeMinStats()),
         ConstBitWidth(8),
@@ -99,7 +104,7 @@ def test_int_quant_fused_and_reference_paths_agree():
 
 
 def test_int_quant_learned_bit_width():
-    tq = IntQuant(
+    tq = IntTensorQuant(
         ConstScaling(1.0, FloatRestrict(), 1e-8),
         ZeroZeroPoint(),
         ParameterBitWidth(4),
@@ -116,7 +121,7 @@ def test_int_quant_learned_bit_width():
 
 
 def test_external_scale_int_quant():
-    tq = ExternalScaleIntQuant(ConstBitWidth(8), FloatToInt(), True, False)
+    tq = ExternalScaleIntTensorQuant(ConstBitWidth(8), FloatToInt(), True, False)
     bias = torch.tensor([0.013, -5.0, 0.3])
     scale = torch.tensor([0.001, 0.01, 0.1])
     value, out_scale, zero_point, bit_width = tq(bias, scale)
@@ -126,9 +131,9 @@ def test_external_scale_int_quant():
 
 def test_binary_and_ternary_quant():
     x = torch.tensor([-0.7, -0.2, 0.0, 0.3, 0.9])
-    value, scale, zero_point, bit_width = BinaryQuant(ConstScaling(0.5, FloatRestrict(), 1e-8))(x)
+    value, scale, zero_point, bit_width = BinaryTensorQuant(ConstScaling(0.5, FloatRestrict(), 1e-8))(x)
     assert torch.equal(value, torch.tensor([-0.5, -0.5, 0.5, 0.5, 0.5]))
     assert scale.item() == 0.5 and bit_width.item() == 1 and zero_point.item() == 0
-    value, scale, _, bit_width = TernaryQuant(ConstScaling(0.5, FloatRestrict(), 1e-8), 0.5)(x)
+    value, scale, _, bit_width = TernaryTensorQuant(ConstScaling(0.5, FloatRestrict(), 1e-8), 0.5)(x)
     assert torch.equal(value, torch.tensor([-0.5, 0.0, 0.0, 0.5, 0.5]))
     assert bit_width.item() == 2

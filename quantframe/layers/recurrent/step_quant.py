@@ -36,7 +36,7 @@ from torch.autograd.function import once_differentiable
 
 from quantframe.core.functional import can_fuse, fused_fake_quant, reference_fake_quant
 from quantframe.core.scaling import ConstScaling, ParameterFromStatsScaling, ParameterScaling
-from quantframe.core.tensor_quant import IntQuant
+from quantframe.core.tensor_quant import IntTensorQuant as IntQuant
 from quantframe.core.zero_point import ParameterFromStatsZeroPoint, ZeroZeroPoint
 from quantframe.layers.recurrent.stats import BatchedCollection, divide_and_quantize_into
 from quantframe.proxy.act import ActQuantProxy

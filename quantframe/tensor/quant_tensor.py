@@ -8,7 +8,7 @@ well under 1 µs to build (about 0.25 µs measured on CPU) and adds nothing to t
 inside layers that never return a QuantTensor); `copy.deepcopy` and pickle are trivial; and layers
 build one only when the user asks for `return_quant_tensor=True`. `torch.*` and
 `torch.nn.functional.*` calls still reach it through the `__torch_function__` classmethod: the ops
-that keep the grid return a QuantTensor (see `quantframe.tensor_ops`), every other op *decays* to a
+that keep the grid return a QuantTensor (see `quantframe.tensor.torch_function`), every other op *decays* to a
 plain tensor computed on `value`. Anything not provided here is reached through `.value` (no
 `__getattr__` forwarding: it would hide mistakes).
 """
@@ -21,7 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from quantframe import tensor_ops as ops
+from quantframe.core.grid import IntGrid
+from quantframe.tensor import ops, torch_function
+from quantframe.tensor import shape as shape_rules
+from quantframe.tensor.metadata import describe, is_complete, unwrap, with_metadata
 
 # Slack of the integer check, in integer units: an absolute 1e-3 for the rounding of value / scale,
 # plus the precision of value's dtype at the grid's largest magnitude (8 eps * 2^b leaves room for the
@@ -59,11 +62,7 @@ class QuantTensor:
         cls, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None
     ) -> Any:
         """Route a torch function: grid-keeping ops to their handler, everything else decays to `value`."""
-        kwargs = kwargs or {}
-        handler = ops.HANDLERS.get(func)
-        if handler is None or kwargs.get("out") is not None:
-            return ops.decay(cls, func, args, kwargs)
-        return handler(cls, func, args, kwargs)
+        return torch_function.dispatch(cls, func, args, kwargs)
 
     def __reduce__(self) -> tuple:
         fields = (self.value, self.scale, self.zero_point, self.bit_width, self.signed, self.training)
@@ -87,7 +86,7 @@ class QuantTensor:
 
         Computed in float64; 1-bit signed is bipolar ({-1, +1}); None metadata is never valid.
         """
-        if not ops.is_complete(self):
+        if not is_complete(self):
             return False
         with torch.no_grad():
             bit_width = self.bit_width.double()
@@ -97,12 +96,7 @@ class QuantTensor:
             atol = _INT_ATOL + _DTYPE_SLACK * eps * 2.0**bit_width
             if not bool(((int_float - rounded).abs() <= atol).all()):
                 return False
-            if self.signed:
-                in_range = (rounded >= -(2.0 ** (bit_width - 1))) & (rounded <= 2.0 ** (bit_width - 1) - 1)
-                in_range = torch.where(bit_width == 1, rounded.abs() == 1, in_range)
-            else:
-                in_range = (rounded >= 0) & (rounded <= 2.0**bit_width - 1)
-            return bool(in_range.all())
+            return bool(IntGrid.of_metadata(bit_width, bool(self.signed)).contains(rounded).all())
 
     def int(self, float_datatype: bool = False) -> Tensor:
         """The integers round(value / scale + zero_point); so (int - zero_point) * scale == value.
@@ -110,11 +104,11 @@ class QuantTensor:
         int32 unless the grid needs more (over 32 bits, or unsigned over 31): then int64. With
         float_datatype the same integers in value's float dtype (at least float32).
         """
-        if not ops.is_complete(self):
+        if not is_complete(self):
             raise ValueError(
                 "QuantTensor.int() needs scale, zero_point, bit_width and signed; got "
-                f"scale={ops.describe(self.scale)}, zero_point={ops.describe(self.zero_point)}, "
-                f"bit_width={ops.describe(self.bit_width)}, signed={self.signed}"
+                f"scale={describe(self.scale)}, zero_point={describe(self.zero_point)}, "
+                f"bit_width={describe(self.bit_width)}, signed={self.signed}"
             )
         int_float = torch.round(self.value.double() / self.scale.double() + self.zero_point.double())
         if float_datatype:
@@ -162,26 +156,18 @@ class QuantTensor:
 
     def __repr__(self) -> str:
         return (
-            f"QuantTensor(shape={tuple(self.value.shape)}, bit_width={ops.describe(self.bit_width)}, "
-            f"signed={self.signed}, scale={ops.describe(self.scale)}, "
-            f"zero_point={ops.describe(self.zero_point)}, training={self.training})"
-        )
-
-    def _with_metadata(self, value: Tensor, meta: Callable[[Tensor], Tensor]) -> QuantTensor:
-        def one(tensor: Tensor | None) -> Tensor | None:
-            return None if tensor is None else meta(tensor)
-
-        return type(self)(
-            value, one(self.scale), one(self.zero_point), one(self.bit_width), self.signed, self.training
+            f"QuantTensor(shape={tuple(self.value.shape)}, bit_width={describe(self.bit_width)}, "
+            f"signed={self.signed}, scale={describe(self.scale)}, "
+            f"zero_point={describe(self.zero_point)}, training={self.training})"
         )
 
     def detach(self) -> QuantTensor:
         """Value and metadata detached from the graph."""
-        return self._with_metadata(self.value.detach(), Tensor.detach)
+        return type(self)(*with_metadata(self, self.value.detach(), Tensor.detach))
 
     def clone(self, **kwargs: Any) -> QuantTensor:
         """Value and metadata copied (kwargs such as memory_format go to the value's clone)."""
-        return self._with_metadata(self.value.clone(**kwargs), Tensor.clone)
+        return type(self)(*with_metadata(self, self.value.clone(**kwargs), Tensor.clone))
 
     def to(self, *args: Any, **kwargs: Any) -> QuantTensor:
         """`Tensor.to` on value; metadata follows the device, and is float32 (float64 with a float64 value).
@@ -204,7 +190,7 @@ class QuantTensor:
 
     def _moved(self, value: Tensor, cast: bool) -> QuantTensor:
         dtype = (torch.float64 if value.dtype == torch.float64 else torch.float32) if cast else None
-        return self._with_metadata(value, lambda meta: meta.to(device=value.device, dtype=dtype))
+        return type(self)(*with_metadata(self, value, lambda meta: meta.to(device=value.device, dtype=dtype)))
 
     # ------------------------------------------------------------ shape ops (the grid is unchanged)
 
@@ -212,34 +198,37 @@ class QuantTensor:
         """view(*shape); view(dtype) reinterprets bits and returns a plain tensor."""
         if len(shape) == 1 and isinstance(shape[0], torch.dtype):
             return self.value.view(shape[0])
-        return ops.reshape_like(self, self.value.view(*shape))
+        return type(self)(*shape_rules.reshape_like(self, self.value.view(*shape)))
 
     def reshape(self, *shape: Any) -> QuantTensor:
-        return ops.reshape_like(self, self.value.reshape(*shape))
+        return type(self)(*shape_rules.reshape_like(self, self.value.reshape(*shape)))
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> QuantTensor:
-        return ops.reshape_like(self, self.value.flatten(start_dim, end_dim))
+        return type(self)(*shape_rules.reshape_like(self, self.value.flatten(start_dim, end_dim)))
 
     def unflatten(self, dim: int, sizes: Any) -> QuantTensor:
-        return ops.reshape_like(self, self.value.unflatten(dim, sizes))
+        return type(self)(*shape_rules.reshape_like(self, self.value.unflatten(dim, sizes)))
 
     def contiguous(self, **kwargs: Any) -> QuantTensor:
-        return ops.map_metadata(self, self.value.contiguous(**kwargs), lambda meta: meta)
+        return type(self)(*shape_rules.map_metadata(self, self.value.contiguous(**kwargs), lambda meta: meta))
 
     def transpose(self, dim0: int, dim1: int) -> QuantTensor:
-        return ops.same_op(self, self.value.transpose(dim0, dim1), lambda meta: meta.transpose(dim0, dim1))
+        out = self.value.transpose(dim0, dim1)
+        return type(self)(*shape_rules.same_op(self, out, lambda meta: meta.transpose(dim0, dim1)))
 
     def permute(self, *dims: Any) -> QuantTensor:
-        return ops.same_op(self, self.value.permute(*dims), lambda meta: meta.permute(*dims))
+        out = self.value.permute(*dims)
+        return type(self)(*shape_rules.same_op(self, out, lambda meta: meta.permute(*dims)))
 
     def unsqueeze(self, dim: int) -> QuantTensor:
-        return ops.same_op(self, self.value.unsqueeze(dim), lambda meta: meta.unsqueeze(dim))
+        out = self.value.unsqueeze(dim)
+        return type(self)(*shape_rules.same_op(self, out, lambda meta: meta.unsqueeze(dim)))
 
     def squeeze(self, dim: int | tuple[int, ...] | None = None) -> QuantTensor:
-        return ops.squeeze(self, dim)
+        return type(self)(*shape_rules.squeeze(self, dim))
 
     def __getitem__(self, key: Any) -> QuantTensor:
-        return ops.index(self, key)
+        return type(self)(*shape_rules.index(self, key))
 
     # Element-wise functions that F.sigmoid / F.tanh call as methods: they decay like torch.sigmoid.
     def sigmoid(self) -> Tensor:
@@ -251,98 +240,66 @@ class QuantTensor:
     # ------------------------------------------------------------ arithmetic
 
     def __add__(self, other: Any) -> QuantTensor | Tensor:
-        """QuantTensor + QuantTensor: integers add, so zero points add and bit width = max(b1, b2) + 1.
-
-        Mixed signedness counts an unsigned operand as b + 1 signed bits, bipolar as 2 bits (else the
-        sum could leave the grid). Eval mode needs equal scales (else ValueError); training mode
-        averages them and the result may be invalid. Any other operand gives a plain tensor.
-        """
+        """QuantTensor + QuantTensor on the integer grid of `ops.add`; any other operand: a plain tensor."""
         if not isinstance(other, QuantTensor):
             return self.value + other
-        if not (ops.is_complete(self) and ops.is_complete(other)):
-            return self.value + other.value
-        training = bool(self.training) or bool(other.training)
-        if not training and not ops.equal(self.scale, other.scale):
-            raise ValueError(
-                f"cannot add QuantTensors with different scales in eval mode: scale "
-                f"{ops.describe(self.scale)} vs scale {ops.describe(other.scale)}; requantize one "
-                "operand to the other's scale"
-            )
-        signed = bool(self.signed or other.signed)
-        bit_width = torch.maximum(ops.grid_bits(self, signed, True), ops.grid_bits(other, signed, True)) + 1
-        # (s + s) / 2 == s exactly in binary floating point: equal scales come back unchanged.
-        scale = (self.scale + other.scale) / 2
-        zero_point = self.zero_point + other.zero_point
-        return type(self)(self.value + other.value, scale, zero_point, bit_width, signed, training)
+        result = ops.add(self, other)
+        return self.value + other.value if result is None else type(self)(*result)
 
     def __radd__(self, other: Any) -> Tensor:
         return other + self.value
 
     def __sub__(self, other: Any) -> QuantTensor | Tensor:
-        """a - b = a + (-b) for two QuantTensors; anything else is plain."""
-        if isinstance(other, QuantTensor):
-            return self + (-other)
-        return self.value - other
+        """a - b = a + (-b) for two QuantTensors (`ops.sub`); anything else is plain."""
+        if not isinstance(other, QuantTensor):
+            return self.value - other
+        result = ops.sub(self, other)
+        return self.value + (-other.value) if result is None else type(self)(*result)
 
     def __rsub__(self, other: Any) -> Tensor:
         return other - self.value
 
     def __mul__(self, other: Any) -> QuantTensor | Tensor:
-        """QuantTensor * QuantTensor with zero points 0: scales multiply, bit widths add; else plain."""
+        """QuantTensor * QuantTensor with zero points 0 (`ops.mul`): scales multiply, bit widths add."""
         if not isinstance(other, QuantTensor):
             return self.value * other
-        complete = ops.is_complete(self) and ops.is_complete(other)
-        if not complete or bool((self.zero_point != 0).any()) or bool((other.zero_point != 0).any()):
-            return self.value * other.value
-        return type(self)(
-            self.value * other.value,
-            self.scale * other.scale,
-            self.zero_point * other.zero_point,
-            self.bit_width + other.bit_width,
-            bool(self.signed or other.signed),
-            bool(self.training) or bool(other.training),
-        )
+        result = ops.mul(self, other)
+        return self.value * other.value if result is None else type(self)(*result)
 
     def __rmul__(self, other: Any) -> Tensor:
         return other * self.value
 
     def __truediv__(self, other: Any) -> Tensor:
-        return self.value / ops.unwrap(other, QuantTensor)
+        return self.value / unwrap(other, QuantTensor)
 
     def __rtruediv__(self, other: Any) -> Tensor:
         return other / self.value
 
     def __neg__(self) -> QuantTensor | Tensor:
-        """-qt: signed, zero point negated; an unsigned b-bit input needs b + 1 bits, a signed one keeps b.
-
-        Negating the most negative level -2^(b-1) of a non-narrow signed grid leaves the grid by one
-        level; the bit width is kept anyway so that negation does not grow signed tensors.
-        """
-        if not ops.is_complete(self):
-            return -self.value
-        bit_width = self.bit_width if self.signed else self.bit_width + 1
-        return type(self)(-self.value, self.scale, -self.zero_point, bit_width, True, self.training)
+        """-qt: signed, zero point negated, bit width as `ops.neg`."""
+        result = ops.neg(self)
+        return -self.value if result is None else type(self)(*result)
 
     # Comparisons decay like any other op; identity hashing as for torch.Tensor.
     __hash__ = object.__hash__
 
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return self.value == ops.unwrap(other, QuantTensor)
+        return self.value == unwrap(other, QuantTensor)
 
     def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return self.value != ops.unwrap(other, QuantTensor)
+        return self.value != unwrap(other, QuantTensor)
 
     def __lt__(self, other: Any) -> Tensor:
-        return self.value < ops.unwrap(other, QuantTensor)
+        return self.value < unwrap(other, QuantTensor)
 
     def __le__(self, other: Any) -> Tensor:
-        return self.value <= ops.unwrap(other, QuantTensor)
+        return self.value <= unwrap(other, QuantTensor)
 
     def __gt__(self, other: Any) -> Tensor:
-        return self.value > ops.unwrap(other, QuantTensor)
+        return self.value > unwrap(other, QuantTensor)
 
     def __ge__(self, other: Any) -> Tensor:
-        return self.value >= ops.unwrap(other, QuantTensor)
+        return self.value >= unwrap(other, QuantTensor)
 
 
 __all__ = ["QuantTensor"]
