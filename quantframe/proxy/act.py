@@ -123,6 +123,13 @@ class ActQuantProxy(QuantProxy):
             return stats.high_q, stats.absolute
         return None
 
+    @property
+    def scale_rule(self) -> tuple:
+        """How a threshold becomes a scale (restriction, floor): quantizers with equal rules can share
+        one `scale_from_threshold` call."""
+        scaling = self.tensor_quant.scaling_impl
+        return type(scaling.restrict), scaling.min_val
+
     def scale_from_threshold(self, threshold: Tensor, divisor: Tensor | float | None = None) -> Tensor:
         """The scale a collecting forward derives from a statistic `threshold`.
 

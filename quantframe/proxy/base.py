@@ -109,6 +109,12 @@ class QuantProxy(nn.Module):
         return None if impl is None else impl.impl_type
 
     @property
+    def ternary_threshold(self) -> float | None:
+        """A ternary quantizer's zero threshold, as a fraction of the scale (None for other kinds)."""
+        threshold = getattr(self.tensor_quant, "threshold", None)
+        return None if threshold is None else float(threshold)
+
+    @property
     def zero_point_is_zero(self) -> bool:
         """Whether the zero point is 0 by construction (symmetric quantization)."""
         impl = getattr(self.tensor_quant, "zero_point_impl", None)
