@@ -1,12 +1,11 @@
-"""Export of quantized models: ONNX QCDQ, QONNX, encodings JSON and integer weight dumps (DESIGN §8).
+"""Export of quantized models: ONNX QCDQ, QONNX, encodings JSON and integer weight dumps.
 
 Handlers attach to the quantizer proxies from outside for the duration of one export
 (`quantframe.export.manager`); layers know nothing of ONNX. `register_layer` extends the export to
-new layer types (see `quantframe.export.registry`).
+new layer types; `quantframe.export.registry` holds the one table deciding which handler exports
+which layer.
 """
 
-from quantframe.export import recurrent as _recurrent  # noqa: F401  (registers QuantRNN / QuantLSTM)
-from quantframe.export import trunc as _trunc  # noqa: F401  (registers the truncated-pooling handlers)
 from quantframe.export.encodings import Encodings, export_encodings, load_encodings
 from quantframe.export.int_weights import export_int_weights
 from quantframe.export.onnxruntime import onnxruntime_session

@@ -25,9 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 import quantframe
-from quantframe.core.scaling import ParameterFromStatsScaling, ParameterScaling
-from quantframe.core.zero_point import ParameterFromStatsZeroPoint
-from quantframe.enums import RestrictValueType
 from quantframe.export.manager import ExportFormat, ExportSession, evaluation, split_args
 from quantframe.export.params import QuantParams, params_from_output
 from quantframe.proxy import ActQuantProxy, BiasQuantProxy, QuantProxy, WeightQuantProxy
@@ -186,33 +183,16 @@ def apply_encodings(model: nn.Module, encodings: Encodings) -> None:
 
 
 def _restore_activation(name: str, proxy: ActQuantProxy, entry: TensorEncoding) -> None:
-    tq = proxy.tensor_quant
-    scaling = tq.scaling_impl
     current = proxy.scale()
     scale = torch.tensor(entry.scale, dtype=current.dtype, device=current.device).reshape(current.shape)
-    divisor = getattr(tq, "divisor", 1)
-    threshold = scale * divisor
-    stored = scaling.restrict.to_domain(threshold)
-    if proxy.attributes.get("restrict_scaling_type") == RestrictValueType.POWER_OF_TWO:
-        stored = stored - 1e-6  # to_scale rounds log2 up: stay just below the integer
-    with torch.no_grad():
-        if isinstance(scaling, ParameterFromStatsScaling):
-            scaling.value.copy_(stored)
-            scaling.collector.value.copy_(threshold)
-            scaling.collector.finish()
-        elif isinstance(scaling, ParameterScaling):
-            scaling.value.copy_(stored)
-        zp_impl = getattr(tq, "zero_point_impl", None)
-        if isinstance(zp_impl, ParameterFromStatsZeroPoint) and entry.zero_point is not None:
-            zero_point = torch.tensor(entry.zero_point, dtype=current.dtype, device=current.device)
-            zp_impl.value.copy_(zero_point.reshape(zp_impl.value.shape))
-            zp_impl.collector.value.copy_(
-                (zero_point * scale.reshape(-1)).reshape(zp_impl.collector.value.shape)
-            )
-            zp_impl.collector.finish()
+    zero_point = None
+    if entry.zero_point is not None:
+        zero_point = torch.tensor(entry.zero_point, dtype=current.dtype, device=current.device)
+    proxy.load_parameters(scale, zero_point)
     restored = proxy.scale()
     if not torch.allclose(restored, scale, rtol=1e-5, atol=0):
         raise ValueError(
-            f"load_encodings: '{name}' ({proxy.quant_name}) has a scale its {type(scaling).__name__} cannot "
-            f"take: file {entry.scale}, model {restored.reshape(-1).tolist()}"
+            f"load_encodings: '{name}' ({proxy.quant_name}) has a scale it cannot take (only a "
+            f"learned or collected scale is loaded): "
+            f"file {entry.scale}, model {restored.reshape(-1).tolist()}"
         )

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from quantframe.export.params import QuantParams, params_from_output
 from quantframe.export.registry import check_supported
+from quantframe.modes import training_modes_restored
 from quantframe.proxy.base import QuantProxy
 from quantframe.proxy.weight import WeightQuantProxy
 from quantframe.tensor import QuantTensor
@@ -40,13 +41,9 @@ _MISSING = object()
 @contextmanager
 def evaluation(model: nn.Module) -> Iterator[nn.Module]:
     """`model` in eval mode; every module's own training flag is restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
+    with training_modes_restored(model):
         model.eval()
         yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 class ExportFormat:
@@ -160,11 +157,12 @@ class ExportSession:
         self.format = fmt
         self.handlers: dict[str, ProxyHandler] = {}
         self._undo: list[Callable[[], None]] = []
-        self._modes: list[tuple[nn.Module, bool]] = []
         self.emitting = False
 
     def __enter__(self) -> "ExportSession":
-        self._modes = [(m, m.training) for m in self.model.modules()]
+        modes = training_modes_restored(self.model)
+        modes.__enter__()
+        self._undo.append(lambda: modes.__exit__(None, None, None))
         try:
             self.model.eval()
             layer_attachments = check_supported(self.model, self.format.name)
@@ -223,12 +221,9 @@ class ExportSession:
         return {name: list(h.calls) for name, h in self.handlers.items() if h.calls}
 
     def close(self) -> None:
-        """Undo every patch (last first) and restore each module's training flag."""
+        """Undo every patch (last first), the training flags last."""
         while self._undo:
             self._undo.pop()()
-        for module, training in self._modes:
-            module.training = training
-        self._modes = []
 
 
 def plain_outputs(out: Any) -> Any:

@@ -23,6 +23,68 @@ from quantframe.export.manager import ExportFormat, ExportSession, split_args
 _PROTOBUF_LIMIT = 2**31 - 2**26  # leave room for the graph itself under protobuf's 2 GiB
 
 
+class OnnxFormat(ExportFormat):
+    """An ONNX format: the opsets it accepts and how the traced file is finished."""
+
+    function = "export"  # the public function's name, for error messages
+    opsets = range(13, 21)
+    default_opset = 13
+    custom_opsets: dict[str, int] = {}
+
+    def __init__(self, opset: int):
+        self.opset = opset
+
+    @property
+    def trace_opset(self) -> int:
+        """The opset torch's exporter traces at."""
+        return self.opset
+
+    def passes(self) -> list[Callable[[onnx.ModelProto], Any]]:
+        """Graph passes run while tidying the traced file (after constants become initializers)."""
+        return []
+
+    def finish(self, model: onnx.ModelProto) -> None:
+        """Last changes to the tidied model."""
+
+
+def export_onnx(
+    model: nn.Module,
+    args: Any,
+    format_type: type[OnnxFormat],
+    export_path: str | Path | io.IOBase | None,
+    opset_version: int | None,
+    input_names: list[str] | None,
+    output_names: list[str] | None,
+    dynamic_batch: bool,
+    **options: Any,
+) -> onnx.ModelProto:
+    """The body of every ONNX export function: check the opset, trace in an export session of
+    `format_type(opset, **options)`, tidy, finish, write to `export_path` when given."""
+    opset = format_type.default_opset if opset_version is None else int(opset_version)
+    allowed = format_type.opsets
+    if opset not in allowed:
+        raise ValueError(
+            f"{format_type.function}: opset_version={opset_version}; allowed: {allowed[0]}..{allowed[-1]} "
+            f"(default {format_type.default_opset})"
+        )
+    fmt = format_type(opset, **options)
+    onnx_model = run_onnx_export(
+        model,
+        args,
+        fmt,
+        fmt.trace_opset,
+        fmt.custom_opsets,
+        input_names,
+        output_names,
+        dynamic_batch,
+        fmt.passes(),
+    )
+    fmt.finish(onnx_model)
+    if export_path is not None:
+        save_model(onnx_model, export_path)
+    return onnx_model
+
+
 def _names(given: list[str] | None, count: int, stem: str) -> list[str]:
     if given is not None:
         return list(given)

@@ -3,7 +3,7 @@
     activation:    x -> QuantizeLinear(scale, zp) [-> Clip(lo, hi)] -> DequantizeLinear(scale, zp)
     weight, bias:  integer initializer [-> Clip(lo, hi)] -> DequantizeLinear(scale, zp)
 
-Rules (DESIGN §8). The integer container is int8/uint8 up to 8 bits, else int32 for weights and biases
+Rules. The integer container is int8/uint8 up to 8 bits, else int32 for weights and biases
 (DequantizeLinear has read int32 since opset 10). Clip, with integer bounds of the container type, is
 emitted only where the grid is narrower than its container (narrow range, or a bit width other than
 8/32); an int16 activation grid is clipped in float before QuantizeLinear (no int16 Clip kernel in
@@ -24,6 +24,7 @@ against 0.35 s for the TorchScript one, whose time is the baseline of the export
 """
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,7 @@ from torch import Tensor, nn
 
 from quantframe.enums import QuantType
 from quantframe.export.fold import fold_batch_norm as fold
-from quantframe.export.manager import ExportFormat
-from quantframe.export.onnx_graph import run_onnx_export, save_model
+from quantframe.export.onnx_graph import OnnxFormat, export_onnx
 from quantframe.export.params import QuantParams
 from quantframe.export.trace import emitted, emitted_from
 
@@ -63,13 +63,28 @@ def needs_clip(params: QuantParams, dtype: torch.dtype) -> bool:
     return (params.lo, params.hi) != _dtype_range(dtype)
 
 
-class QCDQFormat(ExportFormat):
+class QCDQFormat(OnnxFormat):
     """Emits standard ONNX Q/Clip/DQ nodes; `check` refuses what they cannot express."""
 
     name = "qcdq"
+    function = "export_onnx_qcdq"
+    opsets = range(13, 22)
+    default_opset = DEFAULT_OPSET
 
-    def __init__(self, opset: int):
-        self.opset = opset
+    def __init__(self, opset: int, fold_batch_norm: bool = True):
+        super().__init__(opset)
+        self.fold_batch_norm = fold_batch_norm
+
+    @property
+    def trace_opset(self) -> int:
+        return min(self.opset, _TRACE_MAX_OPSET)
+
+    def passes(self) -> list[Callable[[onnx.ModelProto], Any]]:
+        return [fold] if self.fold_batch_norm else []
+
+    def finish(self, model: onnx.ModelProto) -> None:
+        if self.opset > self.trace_opset:
+            raise_opset(model, self.opset)
 
     def check(self, params: QuantParams) -> None:
         where = f"export_onnx_qcdq: quantizer '{params.name}'"
@@ -195,26 +210,17 @@ def export_onnx_qcdq(
     scale (`quantframe.export.fold`), as torch does for float convs; `dynamic_batch`: a symbolic
     batch dimension; `input_names`/`output_names` default to input[_i]/output[_i].
     """
-    opset = DEFAULT_OPSET if opset_version is None else int(opset_version)
-    if not 13 <= opset <= 21:
-        raise ValueError(f"export_onnx_qcdq: opset_version={opset_version}; allowed: 13..21 (default 13)")
-    trace_opset = min(opset, _TRACE_MAX_OPSET)
-    onnx_model = run_onnx_export(
+    return export_onnx(
         model,
         args,
-        QCDQFormat(opset),
-        trace_opset,
-        {},
+        QCDQFormat,
+        export_path,
+        opset_version,
         input_names,
         output_names,
         dynamic_batch,
-        passes=[fold] if fold_batch_norm else [],
+        fold_batch_norm=fold_batch_norm,
     )
-    if opset > trace_opset:
-        raise_opset(onnx_model, opset)
-    if export_path is not None:
-        save_model(onnx_model, export_path)
-    return onnx_model
 
 
 def raise_opset(model: onnx.ModelProto, opset: int) -> None:

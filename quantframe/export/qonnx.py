@@ -24,8 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from quantframe.enums import QuantType
-from quantframe.export.manager import ExportFormat
-from quantframe.export.onnx_graph import run_onnx_export, save_model
+from quantframe.export.onnx_graph import OnnxFormat, export_onnx
 from quantframe.export.params import QuantParams
 from quantframe.export.trace import emitted, emitted_from
 
@@ -35,10 +34,14 @@ DEFAULT_OPSET = 13
 _QONNX_ROUNDING = ("ROUND", "FLOOR", "CEIL", "ROUND_TO_ZERO")
 
 
-class QONNXFormat(ExportFormat):
+class QONNXFormat(OnnxFormat):
     """Emits QONNX quantization nodes."""
 
     name = "qonnx"
+    function = "export_qonnx"
+    opsets = range(11, 21)
+    default_opset = DEFAULT_OPSET
+    custom_opsets = {DOMAIN: DOMAIN_VERSION}
 
     def check(self, params: QuantParams) -> None:
         where = f"export_qonnx: quantizer '{params.name}'"
@@ -105,12 +108,6 @@ def export_qonnx(
     dynamic_batch: bool = False,
 ) -> onnx.ModelProto:
     """Export `model` to QONNX (module docstring); returns the model, also written to `export_path`."""
-    opset = DEFAULT_OPSET if opset_version is None else int(opset_version)
-    if not 11 <= opset <= 20:
-        raise ValueError(f"export_qonnx: opset_version={opset_version}; allowed: 11..20 (default 13)")
-    onnx_model = run_onnx_export(
-        model, args, QONNXFormat(), opset, {DOMAIN: DOMAIN_VERSION}, input_names, output_names, dynamic_batch
+    return export_onnx(
+        model, args, QONNXFormat, export_path, opset_version, input_names, output_names, dynamic_batch
     )
-    if export_path is not None:
-        save_model(onnx_model, export_path)
-    return onnx_model

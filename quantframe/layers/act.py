@@ -40,7 +40,8 @@ class QuantActivation(QuantIOMixin, nn.Module):
             type(act_impl) is nn.ReLU
             and proxy.is_quant_enabled
             and not proxy.signed
-            and getattr(getattr(proxy.tensor_quant, "zero_point_impl", None), "is_zero", False)
+            and proxy.zero_point_is_zero
+            and proxy.min_int == 0
         )
 
     @property

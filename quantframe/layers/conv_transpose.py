@@ -2,7 +2,7 @@
 
 The weight is laid out (in_channels, out_channels / groups, *kernel), so output channels are weight
 axis 1: a per-output-channel weight quantizer scales along axis 1 here (groups=1). Accumulator
-K = weight.shape[1] * prod(max(ceil(k_d / s_d), 1)), the contract's rule (DESIGN §5): the kernel taps
+K = weight.shape[1] * prod(max(ceil(k_d / s_d), 1)): the kernel taps
 that can land on one output position along each dimension, times the weight's second dimension.
 """
 

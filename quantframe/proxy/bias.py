@@ -4,7 +4,7 @@ from typing import Any
 
 from torch import Tensor
 
-from quantframe.proxy.base import QuantProxy
+from quantframe.proxy.base import QuantProxy, shared_or_none
 from quantframe.tensor import QuantTensor
 
 
@@ -43,8 +43,6 @@ class BiasQuantProxy(QuantProxy):
 
 
 def bias_proxy(quant: Any, overrides: dict[str, Any], owner: str) -> BiasQuantProxy:
-    if isinstance(quant, BiasQuantProxy):
-        if overrides:
-            raise TypeError(f"{owner}: cannot override {sorted(overrides)} of a shared bias_quant")
-        return quant
-    return BiasQuantProxy(quant, overrides, owner, None, "bias_quant")
+    """A proxy for `quant`: a new one for a class or None, the same module when given a proxy (sharing)."""
+    shared = shared_or_none(quant, BiasQuantProxy, overrides, owner, "bias_quant")
+    return shared if shared is not None else BiasQuantProxy(quant, overrides, owner, None, "bias_quant")

@@ -5,7 +5,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from quantframe.proxy.base import QuantProxy
+from quantframe.proxy.base import QuantProxy, shared_or_none
 from quantframe.tensor import QuantTensor
 
 
@@ -104,9 +104,8 @@ class WeightQuantProxy(QuantProxy):
 
 def weight_proxy(quant: Any, overrides: dict[str, Any], owner: str, weight: nn.Parameter) -> WeightQuantProxy:
     """A new proxy for a class or None; a shared proxy module starts tracking `weight` too."""
-    if isinstance(quant, WeightQuantProxy):
-        if overrides:
-            raise TypeError(f"{owner}: cannot override {sorted(overrides)} of a shared weight_quant")
-        quant.track(weight, owner)
-        return quant
-    return WeightQuantProxy(quant, overrides, owner, weight)
+    shared = shared_or_none(quant, WeightQuantProxy, overrides, owner, "weight_quant")
+    if shared is None:
+        return WeightQuantProxy(quant, overrides, owner, weight)
+    shared.track(weight, owner)
+    return shared

@@ -1,4 +1,4 @@
-"""ONNX QCDQ export: graph structure per DESIGN §8 and onnxruntime parity at both optimisation levels."""
+"""ONNX QCDQ export: graph structure and onnxruntime parity at both optimisation levels."""
 
 import io
 

@@ -96,7 +96,7 @@ def test_output_size_behaves_as_torch():
     ],
 )
 def test_accumulator_bit_width_follows_the_contract(dims, in_channels, out_channels, kernel, stride, groups):
-    # DESIGN §5: K = weight.shape[1] * prod(max(ceil(k_d / s_d), 1)); bits = ceil(log2(255 * 255 * K))
+    # K = weight.shape[1] * prod(max(ceil(k_d / s_d), 1)); bits = ceil(log2(255 * 255 * K))
     k = (out_channels // groups) * max(math.ceil(kernel / stride), 1) ** dims
     cls = {1: QuantConvTranspose1d, 2: QuantConvTranspose2d, 3: QuantConvTranspose3d}[dims]
     layer = cls(

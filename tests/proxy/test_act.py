@@ -86,3 +86,45 @@ def test_scale_follows_a_learned_bit_width():
     assert torch.equal(proxy.scale(), qt.scale)
     threshold = proxy.tensor_quant.scaling_impl.value
     assert torch.allclose(qt.scale, threshold / 8)
+
+
+def test_step_api_reproduces_the_forward_of_a_collecting_quantizer():
+    proxy = ActQuantProxy(Int8ActPerTensorFloat, {"collect_stats_steps": 4}, "MyLayer")
+    twin = ActQuantProxy(Int8ActPerTensorFloat, {"collect_stats_steps": 4}, "MyLayer")
+    assert proxy.is_plain_integer and proxy.statistics_only and not proxy.parameters_fixed
+    x = _x(3)
+    scale, zero_point = proxy.step_parameters(x)
+    levels = torch.clamp(torch.round(x / scale + zero_point), proxy.min_int, proxy.max_int)
+    expected = twin(x)
+    assert torch.equal((levels - zero_point) * scale, expected.value)
+    assert torch.equal(scale, expected.scale) and proxy.steps_seen == 1
+
+
+def test_step_api_threshold_and_many_statistics_at_once():
+    proxy = ActQuantProxy(Int8ActPerTensorFloat, {"collect_stats_steps": 8}, "MyLayer")
+    twin = ActQuantProxy(Int8ActPerTensorFloat, {"collect_stats_steps": 8}, "MyLayer")
+    q, absolute = proxy.scale_statistic
+    assert absolute and 0 < q <= 100
+    assert proxy.scale_rule == twin.scale_rule
+    xs = [_x(seed) for seed in range(3)]
+    stats = []
+    for x in xs:
+        stats.append(twin.tensor_quant.scaling_impl.stats(x))
+        assert torch.equal(proxy.scale_from_threshold(stats[-1]), twin(x).scale)
+    proxy.collect_statistics(torch.stack(stats))
+    assert proxy.steps_seen == twin.steps_seen == 3
+    proxy.eval()
+    assert torch.allclose(proxy.scale(), twin.eval().scale())
+
+
+def test_fixed_parameters_after_collection():
+    proxy = ActQuantProxy(ShiftedUint8ActPerTensorFloat, {"collect_stats_steps": 1}, "MyLayer")
+    proxy(_x(0) + 0.5)
+    proxy.eval()
+    assert proxy.parameters_fixed and not proxy.statistics_only
+    scale, zero_point = proxy.fixed_parameters()
+    qt = proxy(_x(1))
+    assert torch.equal(scale, qt.scale) and torch.equal(zero_point, qt.zero_point)
+    symmetric = ActQuantProxy(Int8ActPerTensorFloat, {"collect_stats_steps": 1}, "MyLayer").eval()
+    assert symmetric.fixed_parameters()[1] is None
+    assert not ActQuantProxy(SignedBinaryActPerTensorConst, {}, "MyLayer").is_plain_integer
