@@ -12,7 +12,7 @@ from torch import Tensor
 from quantframe.core.restrict_value import FloatRestrict
 from quantframe.core.scaling import ConstScaling, ParameterFromStatsScaling, ParameterScaling
 from quantframe.core.stats import AbsMaxStats, PercentileStats
-from quantframe.core.tensor_quant import IntQuant
+from quantframe.core.tensor_quant import IntTensorQuant
 from quantframe.core.zero_point import ParameterFromStatsZeroPoint, ZeroZeroPoint
 from quantframe.proxy.base import QuantProxy, shared_or_none
 from quantframe.tensor import QuantTensor
@@ -69,7 +69,7 @@ class ActQuantProxy(QuantProxy):
         """An integer quantizer rounding to nearest with a constant bit width and no groups: one
         divide-round-clamp with `min_int`/`max_int` reproduces its forward."""
         tq = self.tensor_quant
-        return type(tq) is IntQuant and tq.fusable_rounding and tq.group_size is None
+        return type(tq) is IntTensorQuant and tq.fusable_rounding and tq.group_size is None
 
     @property
     def parameters_fixed(self) -> bool:
