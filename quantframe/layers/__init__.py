@@ -1,4 +1,4 @@
-"""Drop-in quantized layers (see DESIGN §5)."""
+"""Drop-in quantized layers: with every quantizer None each computes exactly what its torch twin does."""
 
 from quantframe.layers.act import (
     QuantHardTanh,
