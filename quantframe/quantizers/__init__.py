@@ -107,3 +107,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(spec, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | SPEC_NAMES)
