@@ -21,6 +21,7 @@ from quantframe.core.stats import (
     min_max_range,
     negative_min,
     percentile,
+    percentile_rank,
 )
 
 
@@ -155,3 +156,22 @@ def test_percentile_of_a_many_row_tensor(q):
     x[9, :40] -= 10.0  # and the bottom ones into another
     assert torch.equal(percentile(x, q), _rank_percentile(x.abs(), q))
     assert torch.equal(percentile(x, q, absolute=False), _rank_percentile(x, q))
+
+
+@pytest.mark.parametrize(
+    "q, n, k", [(50.0, 10, 5), (99.999, 2_000_000, 1_999_980), (0.0, 7, 1), (100.0, 7, 7), (0.001, 10, 1)]
+)
+def test_percentile_rank(q, n, k):
+    assert percentile_rank(q, n) == k
+
+
+def test_mse_stats_scores_with_the_quantizer_grid():
+    x = _randn(64, seed=5)
+    stats = MSEStats(4, True, True, mse_search_steps=5, mse_search_min=0.5)
+    top = x.abs().max()
+    errors = []
+    for fraction in torch.linspace(0.5, 1.0, 5):
+        scale = top * fraction / 7
+        errors.append(((torch.clamp(torch.round(x / scale), -7, 7) * scale - x) ** 2).mean())
+    best = int(torch.stack(errors).argmin())
+    assert torch.equal(stats(x), top * torch.linspace(0.5, 1.0, 5)[best])
