@@ -5,7 +5,8 @@ An export runs inside `ExportSession`:
 1. attach: the model goes to eval mode (every module's training flag is remembered); each enabled
    proxy gets a `ProxyHandler` in its `export_handler` slot and, for the duration, as its `forward`
    (an instance attribute shadowing the class's method; nothing in the proxy's code reads the slot).
-   Layers registered with a format-specific handler (`registry.register_layer`) are patched too.
+   Layers whose row in the export table (`registry.EXPORT_TABLE`) has an attach function for the
+   format are patched too.
 2. weights (`start_emitting`): every weight a weight proxy tracks is quantized once, eagerly, and
    the tensor its format stores (integers for QCDQ) is registered on the proxy as a temporary buffer,
    so that the exporter writes it as a named initializer (`conv.weight_quant.int_weight`) rather than
@@ -22,7 +23,7 @@ the model's outputs and state_dict are those it had before.
 """
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -160,9 +161,9 @@ class ExportSession:
         self.emitting = False
 
     def __enter__(self) -> "ExportSession":
-        modes = training_modes_restored(self.model)
-        modes.__enter__()
-        self._undo.append(lambda: modes.__exit__(None, None, None))
+        modes = ExitStack()
+        modes.enter_context(training_modes_restored(self.model))
+        self._undo.append(modes.close)  # undone last: the flags come back after every patch is gone
         try:
             self.model.eval()
             layer_attachments = check_supported(self.model, self.format.name)
