@@ -34,12 +34,10 @@ from quantframe.export.manager import patch_forward
 from quantframe.export.params import QuantParams
 from quantframe.export.qcdq import container, dequantized
 from quantframe.export.recurrent_unrolled import unrolled_forward
-from quantframe.export.registry import register_layer
 from quantframe.layers.base import plain
 from quantframe.layers.recurrent.base import QuantRecurrent
-from quantframe.layers.recurrent.cells import GateParams, GateWeight, QuantLSTMCell, QuantRNNCell
+from quantframe.layers.recurrent.cells import GateParams, GateWeight
 from quantframe.layers.recurrent.lstm import QuantLSTMLayer
-from quantframe.layers.recurrent.rnn import QuantRNNLayer
 from quantframe.proxy.base import QuantProxy
 from quantframe.proxy.weight import WeightQuantProxy
 
@@ -325,17 +323,3 @@ def attach_qcdq(session: Any, module: QuantRecurrent, name: str) -> Callable[[],
 def attach_unrolled(session: Any, module: QuantRecurrent, name: str) -> Callable[[], None]:
     """Patch `module` so that its export forward is the unrolled recurrence (`recurrent_unrolled.py`)."""
     return patch_forward(module, lambda input, hx=None: unrolled_forward(module, input, hx))
-
-
-def _register() -> None:
-    from quantframe.layers import QuantLSTM, QuantRNN
-
-    handlers = {"qcdq": attach_qcdq, "qonnx": attach_unrolled, "record": None}
-    register_layer(QuantLSTM, handlers)
-    register_layer(QuantRNN, handlers)
-    # their parts hold quantizers too; the layer's export forward drives them
-    for part in (QuantLSTMLayer, QuantRNNLayer, GateParams, GateWeight, QuantLSTMCell, QuantRNNCell):
-        register_layer(part)
-
-
-_register()

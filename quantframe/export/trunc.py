@@ -25,9 +25,8 @@ from torch.nn.modules.utils import _pair
 from quantframe.core.grid import IntGrid
 from quantframe.export.manager import patch_forward
 from quantframe.export.qonnx import DOMAIN, constant
-from quantframe.export.registry import register_layer
 from quantframe.export.trace import emitted
-from quantframe.layers.pool import QuantAdaptiveAvgPool2d, TruncAvgPool2d, truncated_window_average
+from quantframe.layers.pool import QuantAdaptiveAvgPool2d, truncated_window_average
 from quantframe.tensor import QuantTensor
 
 
@@ -115,7 +114,3 @@ def _attach(fmt: str) -> Callable[[Any, Any, str], Callable[[], None]]:
         return patch_forward(module, forward)
 
     return attach
-
-
-for _layer in (TruncAvgPool2d, QuantAdaptiveAvgPool2d):
-    register_layer(_layer, {"qcdq": _attach("qcdq"), "qonnx": _attach("qonnx"), "record": None})

@@ -35,11 +35,13 @@ def _args(name):
     return ()
 
 
-def test_recurrent_layers_drive_their_parts_with_deferred_handlers():
+def test_recurrent_layers_are_exported_by_their_own_handlers_only():
+    from quantframe.export import recurrent
+
     row = EXPORT_TABLE[layers.QuantLSTM]
-    assert row.drives_parts and row.handlers["record"] is None
-    assert isinstance(row.handlers["qcdq"], Deferred)
-    assert callable(row.handlers["qcdq"].resolve())
+    handler = row.handlers["qcdq"]
+    assert (handler.resolve() if isinstance(handler, Deferred) else handler) is recurrent.attach_qcdq
+    assert row.handlers["record"] is None
     model = nn.Sequential(layers.QuantLSTM(3, 2))
     attached = check_supported(model, "qonnx")
     assert [path for path, _, _ in attached] == ["0"]
@@ -53,10 +55,15 @@ def test_truncated_pooling_has_a_handler_per_format():
 
 def test_importing_the_export_package_registers_nothing_by_side_effect():
     handlers = ("quantframe.export.trunc", "quantframe.export.recurrent")
-    code = f"import sys, quantframe.export; print(sorted(m for m in {handlers!r} if m in sys.modules))"
+    code = (
+        "import sys, quantframe.export; from quantframe.export.registry import EXPORT_TABLE as T; "
+        f"print(sorted(m for m in {handlers!r} if m in sys.modules), "
+        "[type(h).__name__ for h in T[quantframe.layers.QuantLSTM].handlers.values()], "
+        "T[quantframe.layers.QuantRNN].drives_parts)"
+    )
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.split() == ["[]", "['Deferred',", "'Deferred',", "'NoneType']", "True"]
 
 
 def test_register_layer_rows_and_errors():
