@@ -80,6 +80,11 @@ class ParameterFromStatsZeroPoint(nn.Module):
         collector.mark_step()
         return round_ste(torch.clamp(self.value, 0, max_value))
 
+    def current_zero_point(self, scale: Tensor, max_value: Tensor | int) -> Tensor:
+        """The zero point an eval forward uses now: the learned one, or the offsets collected so far."""
+        offset = self.value if self.learning else self.collector.value / scale
+        return torch.round(torch.clamp(offset, 0, max_value))
+
     def init_from_statistics(self, scale: Tensor) -> None:
         """Finish collection now: the parameter takes the collected offset divided by `scale`."""
         with torch.no_grad():

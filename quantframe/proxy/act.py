@@ -57,10 +57,7 @@ class ActQuantProxy(QuantProxy):
         impl = getattr(self.tensor_quant, "zero_point_impl", None)
         if impl is None or impl.is_zero:
             return self.tensor_quant.zero_point if impl is None else impl.zero
-        scale = self.scale()
-        if impl.learning:
-            return impl.value.round().clamp(0, self.max_int)
-        return (impl.collector.value / scale).round().clamp(0, self.max_int)
+        return impl.current_zero_point(self.scale(), self.max_int)
 
     # ------------------------------------------------------------------ step by step (recurrent loops)
 
