@@ -138,7 +138,6 @@ NONE = dict(
 def learned_proxy(quant=Int8ActPerTensorFloat, threshold=2.0, **overrides):
     """A proxy past statistics collection whose learned threshold is `threshold`."""
     proxy = act_proxy(quant, overrides, "test", "act_quant")
-    scaling = proxy.tensor_quant.scaling_impl
-    scaling.collector.value.fill_(threshold)
-    scaling.init_from_statistics()
+    proxy.collect_statistics(torch.tensor([threshold]))
+    proxy.finish_collection()
     return proxy

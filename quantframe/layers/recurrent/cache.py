@@ -35,8 +35,8 @@ class EvalCache:
         ):
             return entry[1]
         quant = StepQuant(proxies, chunk, dtype)
-        distinct = {id(p): p for p in proxies if p.tensor_quant is not None}.values()
-        tensors = [t for p in distinct for t in (*p.tensor_quant.parameters(), *p.tensor_quant.buffers())]
+        distinct = {id(p): p for p in proxies if p.is_quant_enabled}.values()
+        tensors = [t for p in distinct for t in (*p.parameters(), *p.buffers())]
         self.entries[key] = ([(t, t._version) for t in tensors], quant)
         return quant
 

@@ -16,73 +16,20 @@ maximum, one quantizer for the whole tensor or one per chunk. A sequence that wo
 collection is left to the per-step path, so that the switch to learned scales happens at its step.
 """
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from quantframe.core.restrict_value import FloatRestrict
-from quantframe.core.scaling import ParameterFromStatsScaling
-from quantframe.core.stats import AbsMaxStats, PercentileStats
-from quantframe.core.zero_point import ZeroZeroPoint
+from quantframe.core.fake_quant import fake_quant_into
+from quantframe.core.stats import percentile_rank
 from quantframe.proxy.act import ActQuantProxy
 
 
-def _statistic(scaling: object) -> tuple[float, bool] | None:
-    """(percentile q, over |x|) of a per-tensor percentile / abs-max statistic, else None."""
-    stats = scaling.stats
-    if type(stats) is AbsMaxStats and not stats.keep_dims:
-        return 100.0, True
-    if type(stats) is PercentileStats and stats.low_q is None and not stats.keep_dims:
-        return stats.high_q, stats.absolute
-    return None
-
-
 def _collecting(proxy: ActQuantProxy) -> bool:
-    """Whether the scale of `proxy` (a plain integer quantizer, see `StepQuant.plain`) is a statistic of
-    each step right now, with a zero zero point."""
-    tq = proxy.tensor_quant
-    scaling = tq.scaling_impl
-    return (
-        type(tq.zero_point_impl) is ZeroZeroPoint
-        and type(scaling) is ParameterFromStatsScaling
-        and scaling.training
-        and scaling.collector.collecting
-        and _statistic(scaling) is not None
-    )
-
-
-def divide_and_quantize_into(
-    x: Tensor,
-    scale: Tensor,
-    lo: int | Tensor,
-    hi: int | Tensor,
-    out: Tensor,
-    scratch: tuple[Tensor, Tensor, Tensor] | None = None,
-    shift: Tensor | None = None,
-) -> Tensor:
-    """out = (clamp(round(x / scale + shift), lo, hi) - shift) * scale, as IntQuant's CPU path divides.
-
-    With `scratch` = (scaled, levels, mask) buffers shaped like `x`, `mask` also receives the
-    straight-through mask (1 inside the clamp range). For scales computed from the step's tensor.
-    """
-    if scratch is None:
-        levels = torch.div(x, scale, out=out)
-        if shift is not None:
-            levels.add_(shift)
-        levels.round_().clamp_(lo, hi)
-    else:
-        scaled, levels, mask = scratch
-        torch.div(x, scale, out=scaled)
-        if shift is not None:
-            scaled.add_(shift)
-        torch.round(scaled, out=out)
-        torch.clamp(out, lo, hi, out=levels)
-        torch.eq(out, levels, out=mask)
-    if shift is not None:
-        levels.sub_(shift)
-    return torch.mul(levels, scale, out=out)
+    """Whether the scale of `proxy` (a plain integer quantizer, see `StepQuant.plain`) is a per-tensor
+    percentile statistic of each step right now, with a zero zero point."""
+    return proxy.zero_point_is_zero and proxy.is_collecting and proxy.scale_statistic is not None
 
 
 class BatchedCollection:
@@ -95,31 +42,28 @@ class BatchedCollection:
     def __init__(self, proxies: list[ActQuantProxy], chunk: int, dtype: torch.dtype):
         self.groups = len(proxies)
         self.chunk = chunk
-        tqs = [p.tensor_quant for p in proxies]
-        scalings = [tq.scaling_impl for tq in tqs]
-        self.q = _statistic(scalings[0])[0]
-        self.restrict, self.min_val = scalings[0].restrict, scalings[0].min_val
-        self.collectors = [s.collector for s in scalings]
-        device = self.collectors[0].value.device
+        self.proxies = proxies
+        statistics = [p.scale_statistic for p in proxies]
+        self.q = statistics[0][0]
+        self.zero = proxies[0].zero_point()
+        device = self.zero.device
         options = dict(dtype=dtype, device=device)
-        absolute = [_statistic(s)[1] for s in scalings]  # signed: of |x|; unsigned: of x
+        absolute = [s[1] for s in statistics]  # signed: of |x|; unsigned: of x
         self.absolute: bool | Tensor = absolute[0]
         if len(set(absolute)) > 1:
             self.absolute = torch.tensor(absolute, device=device).reshape(1, -1, 1)
-        divisors = [float(tq.divisor) for tq in tqs]
+        divisors = [float(p.divisor) for p in proxies]
         self.divisor = (
             divisors[0] if self.groups == 1 else torch.tensor(divisors, **options).reshape(1, -1, 1)
         )
-        self.float_restrict = type(self.restrict) is FloatRestrict
         self._viewed: tuple | None = None
-        lows, highs = [tq.min_value for tq in tqs], [tq.max_value for tq in tqs]
+        lows, highs = [p.min_int for p in proxies], [p.max_int for p in proxies]
         if len(set(lows)) == 1 and len(set(highs)) == 1:
             self.lo, self.hi = lows[0], highs[0]
         else:
             self.lo = torch.tensor(lows, **options).reshape(1, -1, 1)
             self.hi = torch.tensor(highs, **options).reshape(1, -1, 1)
-        self.bit_width, self.signed = tqs[0].bit_width_impl(), proxies[0].signed
-        self.zero = tqs[0].zero_point_impl.zero
+        self.bit_width, self.signed = proxies[0].bit_width(), proxies[0].signed
         self.gathered: list[Tensor] = []
         self.last_scale: Tensor | None = None
 
@@ -137,28 +81,23 @@ class BatchedCollection:
             return None  # a quantizer on some chunks but not all
         if not all(p.is_quant_enabled and _collecting(p) for p in proxies):
             return None
-        first = proxies[0].tensor_quant.scaling_impl
+        first = proxies[0]
         for proxy in proxies[1:]:
-            scaling = proxy.tensor_quant.scaling_impl
-            if (
-                _statistic(scaling)[0] != _statistic(first)[0]
-                or type(scaling.restrict) is not type(first.restrict)
-                or scaling.min_val != first.min_val
-            ):
+            if proxy.scale_statistic[0] != first.scale_statistic[0] or proxy.scale_rule != first.scale_rule:
                 return None
         return cls(proxies, chunk, dtype)
 
     def start(self, steps: int) -> bool:
         """Whether `steps` timesteps stay within every quantizer's collection (else: the per-step path)."""
         self.gathered = []
-        return all(c.collect_stats_steps - c.steps_seen >= steps for c in self.collectors)
+        return all(p.collect_stats_steps - p.steps_seen >= steps for p in self.proxies)
 
     def _threshold(self, x: Tensor, view: Tensor | None) -> Tensor:
         """The statistic, a percentile (by rank) of |x| or x: 0-dim for one quantizer, else (1, G, 1)
         per group of `view`, x as `(batch, G, chunk)`."""
         absolute, grouped = self.absolute, view is not None
         count = x.numel() // self.groups
-        k = min(max(int(math.floor(0.01 * self.q * count + 0.5)), 1), count)
+        k = percentile_rank(self.q, count)
         if k == count and isinstance(absolute, Tensor):  # signed and unsigned groups: both maxima
             high = view.amax(dim=(0, 2), keepdim=True)
             return torch.where(
@@ -178,12 +117,6 @@ class BatchedCollection:
             picked = rows.topk(k, dim=1, largest=False, sorted=False).values.amax(dim=1)
         return picked.reshape(1, -1, 1) if grouped else picked.reshape(())
 
-    def _scale(self, threshold: Tensor) -> Tensor:
-        """The scale of `threshold`, as `ParameterFromStatsScaling` computes it while collecting."""
-        if self.float_restrict:  # FloatRestrict.to_scale: clamp_min(threshold / divisor, min)
-            return torch.div(threshold, self.divisor).clamp_min_(self.min_val)
-        return self.restrict.to_scale(self.restrict.to_domain(threshold), self.divisor, self.min_val)
-
     def _views(self, record: object, shape: tuple[int, ...]) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         """`record`'s scratch and per-step masks as `shape` views, made once per record."""
         if self._viewed is None or self._viewed[0] is not record:
@@ -200,7 +133,9 @@ class BatchedCollection:
         view = None if self.groups == 1 else x.view(shape)
         threshold = self._threshold(x, view)
         self.gathered.append(threshold)
-        scale = self.last_scale = self._scale(threshold)  # 0-dim, or (1, G, 1) like the threshold
+        scale = self.last_scale = self.proxies[0].scale_from_threshold(
+            threshold, self.divisor
+        )  # 0-dim, or (1, G, 1) like the threshold
         source, target = (x, out) if view is None else (view, out.view(shape))
         scratch = None
         if record is not None and self.groups == 1:
@@ -208,7 +143,7 @@ class BatchedCollection:
         elif record is not None:
             scaled, levels, masks = self._views(record, shape)
             scratch = (scaled, levels, masks[t])
-        divide_and_quantize_into(source, scale, self.lo, self.hi, target, scratch)
+        fake_quant_into(target, source, scale, None, self.lo, self.hi, scratch)
         return out
 
     def finish(self) -> None:
@@ -219,9 +154,9 @@ class BatchedCollection:
         stats = torch.stack(gathered).reshape(len(gathered), self.groups)
         if not bool(torch.isfinite(stats).all()):  # the first quantizer with NaN/Inf raises, naming itself
             bad = int(torch.isfinite(stats).all(dim=0).logical_not().nonzero()[0])
-            self.collectors[bad].update_many(stats[:, bad])
-        for j, collector in enumerate(self.collectors):
-            collector.update_many(stats[:, j], checked=True)
+            self.proxies[bad].collect_statistics(stats[:, bad])
+        for j, proxy in enumerate(self.proxies):
+            proxy.collect_statistics(stats[:, j], checked=True)
 
     def meta(self) -> tuple:
         """(scale, zero point, bit width, signed) of the last step, for a single quantizer."""

@@ -3,23 +3,19 @@
 A recurrent layer quantizes a few small tensors per timestep (gate accumulators, gate activations,
 cell state, hidden state). Once statistics collection is over (and always in eval mode) a
 quantizer's scale does not depend on the tensor it quantizes, so `StepQuant` reads scale, zero
-point and integer range once per forward ("fixed" mode) and a timestep costs a short in-place chain
-
-    value = (clamp(round(x * (1 / scale)) + zero_point, lo, hi) - zero_point) * scale
-
-which is what `torch.fake_quantize_per_tensor_affine` computes (it also multiplies by the float32
-reciprocal), so all paths give the same values. The quantizers of several gates quantize the equal
-chunks of one `(batch, G * chunk)` tensor in one call: their scales are repeated into a row.
-Integer ranges of equal width share one clamp through a zero-point shift (uint8 [0, 255] is int8
-[-128, 127] shifted by 128). While a quantizer collects statistics in training ("dynamic" mode), or
-when it is not an integer quantizer with a fixed scale, each timestep runs the quantizer's
-components: every timestep is then one statistics step, as for the same quantizer called in a loop
-(Brevitas counts steps the same way; one update per forward would stretch `collect_stats_steps` over
-32x more forwards for a 32-step sequence, and the scale of step t needs step t's statistic anyway).
-Without autograd a plain integer quantizer runs its scaling and zero-point components and then the
-quantization chain here, which also fills the straight-through mask (`_dynamic_into`). Loops announce
-their length (`begin`/`end`): quantizers collecting a per-tensor percentile then run all chunks of a
-step in one pass and fold the sequence's statistics in once (`stats.py`).
+point and integer range once per forward ("fixed" mode) and a timestep costs the in-place chain of
+`quantframe.core.fake_quant.fake_quant_into`, the quantizers' own formula (x divided by the scale).
+The quantizers of several gates quantize the equal chunks of one `(batch, G * chunk)` tensor in one
+call: their scales, zero points and integer bounds are repeated into rows. While a quantizer
+collects statistics in training ("dynamic" mode), or when it is not an integer quantizer with a
+fixed scale, each timestep computes the step's scale through the proxy: every timestep is then one
+statistics step, as for the same quantizer called in a loop (Brevitas counts steps the same way;
+one update per forward would stretch `collect_stats_steps` over 32x more forwards for a 32-step
+sequence, and the scale of step t needs step t's statistic anyway). Without autograd a plain
+integer quantizer takes the step's scale from `step_parameters` and runs the same chain, which also
+fills the straight-through mask (`_dynamic_into`). Loops announce their length (`begin`/`end`):
+quantizers collecting a per-tensor percentile then run all chunks of a step in one pass and fold
+the sequence's statistics in once (`stats.py`).
 
 For the hand-written backward pass of a sequence (`bptt.py`) a `StepRecord` keeps, per
 timestep, the straight-through mask (1 inside the clamp range) and, for learned scales, what the
@@ -34,59 +30,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from quantframe.core.functional import can_fuse, fused_fake_quant, reference_fake_quant
-from quantframe.core.scaling import ConstScaling, ParameterFromStatsScaling, ParameterScaling
-from quantframe.core.tensor_quant import IntTensorQuant as IntQuant
-from quantframe.core.zero_point import ParameterFromStatsZeroPoint, ZeroZeroPoint
-from quantframe.layers.recurrent.stats import BatchedCollection, divide_and_quantize_into
+from quantframe.core.fake_quant import fake_quant, fake_quant_into
+from quantframe.core.ste import round_ste
+from quantframe.layers.recurrent.stats import BatchedCollection
 from quantframe.proxy.act import ActQuantProxy
+from quantframe.tensor import QuantTensor
 
-_FIXED = (ConstScaling, ParameterScaling, ZeroZeroPoint)
-_FIXED_AFTER_STATS = (ParameterFromStatsScaling, ParameterFromStatsZeroPoint)
-
-
-def _fixed_now(component: object) -> bool:
-    """Whether a scaling / zero-point component's output is independent of the tensor right now."""
-    if isinstance(component, _FIXED):
-        return True
-    if isinstance(component, _FIXED_AFTER_STATS):
-        return not (component.training and component.collector.collecting)
-    return False
-
-
-def _plain_int(proxy: ActQuantProxy) -> IntQuant | None:
-    """The IntQuant of a round-to-nearest, constant-bit-width, per-tensor quantizer, else None."""
-    tq = proxy.tensor_quant
-    if type(tq) is not IntQuant or not tq.fusable_rounding or tq.group_size is not None:
-        return None
-    return tq
-
-
-def _fixed_params(proxy: ActQuantProxy) -> tuple[Tensor, Tensor | None, int, int, Tensor] | None:
-    """(scale, zero_point or None if symmetric, lo, hi, bit_width) of a tensor-independent scale, else None.
-
-    Reading the scale of a `ParameterFromStatsScaling` that has just finished collecting initialises
-    its learned parameter: one step per forward, as for any layer.
-    """
-    tq = _plain_int(proxy)
-    if tq is None or not (_fixed_now(tq.scaling_impl) and _fixed_now(tq.zero_point_impl)):
-        return None
-    scale = tq.scaling_impl(None, tq.divisor)
-    zero_impl = tq.zero_point_impl
-    zero_point = None if isinstance(zero_impl, ZeroZeroPoint) else zero_impl(None, scale, tq.max_value)
-    return scale, zero_point, tq.min_value, tq.max_value, tq.bit_width_impl()
-
-
-def _detached_stats(proxy: ActQuantProxy) -> bool:
-    """Whether a dynamic quantizer's per-step scale and zero point carry no gradient (statistics)."""
-    tq = _plain_int(proxy)
-    if tq is None:
-        return False
-    components = (tq.scaling_impl, tq.zero_point_impl)
-    return all(
-        isinstance(c, ZeroZeroPoint) or isinstance(c, _FIXED_AFTER_STATS) and not _fixed_now(c)
-        for c in components
-    )
+Bound = int | Tensor
 
 
 class StepRecord:
@@ -120,67 +70,84 @@ class StepRecord:
                 record.accum.zero_()
 
 
+def _row(values: Sequence[Tensor | int], chunk: int, dtype: torch.dtype, like: Tensor) -> Tensor:
+    """One value per chunk repeated over the chunk's columns: a (1, G * chunk) row."""
+    stacked = torch.stack([torch.as_tensor(v, device=like.device).reshape(()).to(dtype) for v in values])
+    return stacked.repeat_interleave(chunk).reshape(1, -1)
+
+
 class StepQuant:
     """The quantizers of the G equal chunks (width `chunk`) of a `(batch, G * chunk)` tensor.
 
     Built once per forward with the quantizers' current scales. `quant(x)` returns a new tensor
     through autograd; `apply(x, out, record, t)` writes the quantized `x` into `out` (which may be
     `x`) without autograd, filling `record` at timestep `t` when given. Proxies may repeat (a
-    quantizer shared by several gates) or be disabled (chunk left as is).
+    quantizer shared by several gates) or be disabled (chunk left as is). `fixed=False` keeps the
+    per-step mode even for fixed scales: `quant` then calls every proxy on its chunk (for exports,
+    whose handlers see each call).
     """
 
-    def __init__(self, proxies: Sequence[ActQuantProxy], chunk: int, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        proxies: Sequence[ActQuantProxy],
+        chunk: int,
+        dtype: torch.dtype = torch.float32,
+        fixed: bool = True,
+    ):
         self.proxies = list(proxies)
         self.chunk = chunk
         self.meta: tuple | None = None
         self.scale_grad = False
         enabled = [p.is_quant_enabled for p in self.proxies]
         self.mode = "identity" if not any(enabled) else "dynamic"
-        self.plain = all(not p.is_quant_enabled or _plain_int(p) is not None for p in self.proxies)
+        self.plain = fixed and all(not p.is_quant_enabled or p.is_plain_integer for p in self.proxies)
         self.dtype = dtype
         self.batched: BatchedCollection | None = None
-        self.bptt = all(not p.is_quant_enabled or _detached_stats(p) for p in self.proxies)
-        if self.mode == "identity" or not all(enabled):
+        self.bptt = fixed and all(not p.is_quant_enabled or p.statistics_only for p in self.proxies)
+        if not fixed or self.mode == "identity" or not all(enabled):
             return
         distinct = list({id(p): p for p in self.proxies}.values())
-        fixed = {id(p): _fixed_params(p) for p in distinct}
-        if any(f is None for f in fixed.values()):
+        if not all(p.parameters_fixed for p in distinct):
             return
-        params = [fixed[id(p)] for p in self.proxies]
-        lo, hi = params[0][2], params[0][3]
-        if any(f[3] - f[2] != hi - lo for f in params):
-            return  # ranges of different widths cannot share one clamp: quantize chunk by chunk
-        self.mode, self.lo, self.hi, self.fuse = "fixed", lo, hi, None
-        # ranges [lo_c, hi_c] of one width become [lo, hi] through the zero point (uint8 = int8 + 128)
-        shifts = [lo - f[2] for f in params]
-        zero_points = [f[1] for f in params]
+        fixed_params = {id(p): p.fixed_parameters() for p in distinct}
+        params = [fixed_params[id(p)] for p in self.proxies]
+        lows, highs = [p.min_int for p in self.proxies], [p.max_int for p in self.proxies]
+        if any(h - lo != highs[0] - lows[0] for lo, h in zip(lows, highs, strict=True)):
+            return  # grids of different widths (int8 beside int4) are left to the per-chunk path
+        self.mode = "fixed"
+        self.lo: Bound = lows[0]
+        self.hi: Bound = highs[0]
+        zero_points = [z for _, z in params]
+        symmetric = all(z is None for z in zero_points)
         if len(distinct) == 1:
-            scale, zero_point, _, _, bit_width = params[0]
-            if zero_point is None:
-                zero_point = distinct[0].tensor_quant.zero_point_impl.zero
-            self.meta = (scale, zero_point, bit_width, distinct[0].signed)
+            proxy = distinct[0]
+            scale, zero_point = params[0]
+            self.meta = (
+                scale,
+                proxy.zero_point() if zero_point is None else zero_point,
+                proxy.bit_width(),
+                proxy.signed,
+            )
             self.axis, self.scale, self.zero_point = None, scale, zero_point
         else:
-            self.axis, self.scale = 1, torch.stack([f[0].reshape(()) for f in params])
-            self.zero_point = torch.tensor(shifts, dtype=self.scale.dtype, device=self.scale.device)
-            if any(z is not None for z in zero_points):
+            self.axis, self.scale = 1, torch.stack([s.reshape(()) for s, _ in params])
+            self.zero_point = None
+            if not symmetric:
                 zeros = self.scale.new_zeros(())
-                self.zero_point = self.zero_point + torch.stack(
-                    [(z if z is not None else zeros).reshape(()) for z in zero_points]
-                )
-        self.bptt = not self.zero_point.requires_grad
+                self.zero_point = torch.stack([(zeros if z is None else z).reshape(()) for z in zero_points])
+        self.bptt = self.zero_point is None or not self.zero_point.requires_grad
         self.scale_grad = self.scale.requires_grad and torch.is_grad_enabled()
         with torch.no_grad():
-            inv = torch.reciprocal(self.scale.detach())  # x * (1 / scale), as torch's kernel
-            rows = [self.scale.detach(), inv]
-            symmetric = all(z is None for z in zero_points) and not any(shifts)
-            if not symmetric:
-                rows.append(self.zero_point.detach().float())
-            if self.axis is not None:
-                rows = [r.repeat_interleave(self.chunk).reshape(1, -1) for r in rows]
-            rows = [r.to(dtype) for r in rows]
-            self.scale_row, self.inv_row = rows[0], rows[1]
-            self.shift_row = None if symmetric else rows[2]
+            if self.axis is None:
+                self.scale_row = self.scale.detach().to(dtype)
+                self.zero_row = None if symmetric else self.zero_point.detach().to(dtype)
+            else:
+                self.scale_row = _row(self.scale.detach().unbind(0), chunk, dtype, self.scale)
+                self.zero_row = (
+                    None if symmetric else _row(self.zero_point.detach().unbind(0), chunk, dtype, self.scale)
+                )
+            if len(set(lows)) > 1 or len(set(highs)) > 1:  # one width, several ranges (uint8 beside int8)
+                self.lo, self.hi = (_row(b, chunk, dtype, self.scale) for b in (lows, highs))
 
     # ------------------------------------------------------------------ autograd path
 
@@ -189,23 +156,21 @@ class StepQuant:
         if self.mode == "identity":
             return x
         if self.mode == "dynamic":
-            return self._dynamic(x, None, 0)
+            return self._dynamic(x)
         if not torch.is_grad_enabled():
             return self.apply(x, torch.empty_like(x))
         if self.bptt:
             return _FixedFakeQuant.apply(x, self.grad_target(), self)
-        if self.axis is None:  # a learned zero point: torch's learnable kernels
-            v, scale, zero_point = x, self.scale, self.zero_point
-        else:
-            v = x.reshape(x.shape[0], -1, self.chunk)
-            scale, zero_point = self.scale.reshape(1, -1, 1), self.zero_point.reshape(1, -1, 1)
-        if self.fuse is None:
-            self.fuse = can_fuse(x, self.scale, self.lo, self.hi)
-        if self.fuse:
-            out = fused_fake_quant(v, scale, zero_point, self.lo, self.hi, self.axis)
-        else:
-            out = reference_fake_quant(v, scale, zero_point, self.lo, self.hi)
-        return out.reshape(x.shape)
+        # (a learned zero point) the kernel's autograd, with gradients for scale and zero point
+        scale, zero_point, symmetric = self.scale, self.zero_point, self.zero_point is None
+        if self.axis is not None:
+            scale = scale.repeat_interleave(self.chunk).reshape(1, -1)
+            if not symmetric:
+                zero_point = zero_point.repeat_interleave(self.chunk).reshape(1, -1)
+        if symmetric:
+            zero_point = scale.new_zeros(())
+        rounding = None if isinstance(self.lo, int) else round_ste  # tensor bounds: the reference formula
+        return fake_quant(x, scale, zero_point, self.lo, self.hi, rounding, zero_point_is_zero=symmetric)
 
     # ------------------------------------------------------------------ no-autograd path
 
@@ -240,37 +205,27 @@ class StepQuant:
             if self.batched is not None:
                 return self.batched.step(x, out, record, t)
             if not self.plain:
-                return out.copy_(self._dynamic(x, record, t))
+                return out.copy_(self._dynamic(x))
             return self._dynamic_into(x, out, record, t)
         if record is None:
-            v = x.mul_(self.inv_row) if out is x else torch.mul(x, self.inv_row, out=out)
-            v.round_()
-            if self.shift_row is None:
-                v.clamp_(self.lo, self.hi)
-            else:
-                v.add_(self.shift_row).clamp_(self.lo, self.hi).sub_(self.shift_row)
-            return v.mul_(self.scale_row)
-        scaled, levels, mask = record.scaled, record.levels, record.mask_at[t]
-        torch.mul(x, self.inv_row, out=scaled)
-        torch.round(scaled, out=out)
-        if self.shift_row is not None:
-            out.add_(self.shift_row)
-        torch.clamp(out, self.lo, self.hi, out=levels)
-        torch.eq(out, levels, out=mask)
-        if self.shift_row is not None:
-            levels.sub_(self.shift_row)
-        if record.term is not None:
-            torch.addcmul(levels, scaled, mask, value=-1, out=record.term_at[t])
-        return torch.mul(levels, self.scale_row, out=out)
+            return fake_quant_into(out, x, self.scale_row, self.zero_row, self.lo, self.hi)
+        mask = record.mask_at[t]
+        fake_quant_into(
+            out, x, self.scale_row, self.zero_row, self.lo, self.hi, (record.scaled, record.levels, mask)
+        )
+        if record.term is not None:  # levels - (x / scale) * inside; `scaled` holds x / scale + zero point
+            term = torch.addcmul(record.levels, record.scaled, mask, value=-1, out=record.term_at[t])
+            if self.zero_row is not None:
+                term.addcmul_(self.zero_row, mask)
+        return out
 
     def _dynamic_into(self, x: Tensor, out: Tensor, record: StepRecord | None, t: int) -> Tensor:
         """`_dynamic` of plain integer quantizers without autograd, written into `out` chunk by chunk.
 
-        Each quantizer's scaling and zero-point components run as in its `IntQuant` (one statistics
-        step per call), then the in-place chain of `fast_fake_quant` (x / scale: the bits of
-        IntQuant's CPU path) fills the straight-through mask in the same pass, with no per-chunk
-        tensors to concatenate: ~40% less per step than calling `tensor_quant` and recomputing the
-        mask (measured on a (16, 128) chunk; statistics collection is where training pays it).
+        Each quantizer computes its step's scale and zero point (one statistics step per call), then
+        the in-place chain fills the straight-through mask in the same pass, with no per-chunk tensors
+        to concatenate: ~40% less per step than calling the proxy and recomputing the mask (measured
+        on a (16, 128) chunk; statistics collection is where training pays it).
         """
         proxies = self.proxies
         whole = all(p is proxies[0] for p in proxies)
@@ -284,44 +239,28 @@ class StepQuant:
                 if record is not None:
                     pieces[4].fill_(True)
                 continue
-            tq = proxy.tensor_quant
-            scale = tq.scaling_impl(xc, tq.divisor)
-            zero_point = tq.zero_point_impl(xc, scale, tq.max_value)
+            scale, zero_point = proxy.step_parameters(xc)
             if whole:
-                self.meta = (scale, zero_point, tq.bit_width_impl(), proxy.signed)
-            shift = None if tq.zero_point_impl.is_zero else zero_point
+                self.meta = (scale, zero_point, proxy.bit_width(), proxy.signed)
+            shift = None if proxy.zero_point_is_zero else zero_point
             scratch = None if record is None else (pieces[2], pieces[3], pieces[4])
-            divide_and_quantize_into(xc, scale, tq.min_value, tq.max_value, oc, scratch, shift)
+            fake_quant_into(oc, xc, scale, shift, proxy.min_int, proxy.max_int, scratch)
         return out
 
-    def _dynamic(self, x: Tensor, record: StepRecord | None, t: int) -> Tensor:
-        """Each distinct quantizer's component on its chunks (statistics steps); record the masks."""
+    def _dynamic(self, x: Tensor) -> Tensor:
+        """Each distinct quantizer called on its chunks (statistics steps, export handlers see them)."""
         proxies = self.proxies
         if all(p is proxies[0] for p in proxies):
-            value, scale, zero_point, bit_width = proxies[0].tensor_quant(x)
-            self.meta = (scale, zero_point, bit_width, proxies[0].signed)
-            if record is not None:
-                self._inside(x, scale, zero_point, proxies[0].tensor_quant, record.mask_at[t])
+            value = proxies[0](x)
+            if isinstance(value, QuantTensor):
+                self.meta = (value.scale, value.zero_point, value.bit_width, value.signed)
+                value = value.value
             return value
-        chunks = x.split(self.chunk, dim=-1)
-        masks = record.mask_at[t].split(self.chunk, dim=-1) if record is not None else [None] * len(chunks)
         values = []
-        for proxy, chunk, mask in zip(proxies, chunks, masks, strict=True):
-            if not proxy.is_quant_enabled:
-                values.append(chunk)
-                if mask is not None:
-                    mask.fill_(True)
-                continue
-            value, scale, zero_point, _ = proxy.tensor_quant(chunk)
-            if mask is not None:
-                self._inside(chunk, scale, zero_point, proxy.tensor_quant, mask)
-            values.append(value)
+        for proxy, chunk in zip(proxies, x.split(self.chunk, dim=-1), strict=True):
+            value = proxy(chunk) if proxy.is_quant_enabled else chunk
+            values.append(value.value if isinstance(value, QuantTensor) else value)
         return torch.cat(values, dim=-1)
-
-    @staticmethod
-    def _inside(x: Tensor, scale: Tensor, zero_point: Tensor, tq: IntQuant, mask: Tensor) -> None:
-        levels = torch.round(x / scale) + zero_point
-        torch.logical_and(levels >= tq.min_value, levels <= tq.max_value, out=mask)
 
     # ------------------------------------------------------------------ backward helpers
 
@@ -358,7 +297,7 @@ class StepQuant:
 class _FixedFakeQuant(torch.autograd.Function):
     """`StepQuant.apply` under autograd: the in-place chain forward, straight-through and LSQ backward.
 
-    Cheaper per element than torch's learnable fake-quant kernels, which also compute a zero-point
+    Cheaper per element than the kernel's general autograd, which also computes a zero-point
     gradient that a fixed zero point does not need.
     """
 

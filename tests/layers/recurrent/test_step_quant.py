@@ -32,11 +32,11 @@ def test_fixed_chain_is_bit_identical_to_torch_fake_quant():
     assert torch.equal(quant.quant(x), expected)
 
 
-def test_grouped_ranges_share_one_clamp_through_the_zero_point():
+def test_grouped_ranges_clamp_each_chunk_to_its_own_bounds():
     sigmoid = [learned_proxy(Uint8ActPerTensorFloat, t).eval() for t in (1.0, 0.8, 0.6)]
     tanh = learned_proxy(Int8ActPerTensorFloat, 1.0).eval()
     quant = StepQuant([*sigmoid, tanh], 8)
-    assert quant.mode == "fixed" and quant.shift_row is not None
+    assert quant.mode == "fixed" and quant.zero_row is None and isinstance(quant.lo, torch.Tensor)
     x = _x((5, 32), spread=1.0)
     chunks = x.split(8, dim=1)
     expected = torch.cat(
@@ -48,7 +48,7 @@ def test_grouped_ranges_share_one_clamp_through_the_zero_point():
         dim=1,
     )
     assert torch.equal(quant.apply(x.clone(), x.clone()), expected)
-    assert torch.equal(quant.quant(x), expected)  # the per-channel kernel with shifted zero points
+    assert torch.equal(quant.quant(x), expected)
 
 
 def test_different_range_widths_fall_back_to_chunk_by_chunk():
