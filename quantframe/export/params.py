@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from quantframe.core.fake_quant import quantize
 from quantframe.core.grid import IntGrid
 from quantframe.enums import QuantType
 from quantframe.tensor import QuantTensor
@@ -80,14 +81,13 @@ class QuantParams:
         int64 above 31 bits).
 
         float32 up to 16 bits (the quotient stays within 0.01 of the integer), float64 above (exact up
-        to 53 bits). No clamp: `value` is on the grid by construction.
+        to 53 bits). `value` is on the grid by construction: the clamp changes nothing.
         """
         wide = self.bit_width > 31 or (not self.signed and self.bit_width > 30)
         work = torch.float32 if self.bit_width <= 16 else torch.float64
-        q = self.value.to(work) / self.scale.to(work)
-        if bool(self.zero_point.any()):
-            q += self.zero_point.to(work)
-        return q.round_().to(dtype or (torch.int64 if wide else torch.int32))
+        zero_point = self.zero_point.to(work) if bool(self.zero_point.any()) else None
+        q = quantize(self.value.to(work), self.scale.to(work), zero_point, self.lo, self.hi)
+        return q.to(dtype or (torch.int64 if wide else torch.int32))
 
     def fractional_bits(self) -> int | None:
         """n where every scale is 2^-n (fixed point), else None."""
