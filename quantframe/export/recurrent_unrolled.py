@@ -1,9 +1,10 @@
 """The recurrence of a QuantRNN / QuantLSTM written out step by step, every quantizer called as a proxy.
 
 The layers' own forward reads the activation quantizers' scales once and runs a fused loop
-(`quantframe.layers.recurrent.cells`), so no proxy sees the per-step tensors and an export handler
-would have nothing to emit. This forward computes the same recurrence (DESIGN §5) in plain torch ops
-and calls each proxy where the layer quantizes:
+(`quantframe.layers.recurrent.bptt`), so no proxy sees the per-step tensors and an export handler
+would have nothing to emit. This forward runs the cells' one step function
+(`quantframe.layers.recurrent.steps`) with step quantizers that call each proxy on its gate's chunk,
+and calls the weight and bias proxies once per gate:
 
     x, h_0 -> io_quant;  c_0 -> cell_state_quant;  W -> weight_quant;  b -> bias_quant
     per step and gate:  gate_acc_quant(x_t W_ih^T + b + h W_hh^T)
@@ -23,68 +24,59 @@ import torch
 from torch import Tensor, nn
 
 from quantframe.layers.base import plain
-from quantframe.layers.recurrent.bptt import order
+from quantframe.layers.recurrent.step_quant import StepQuant
+from quantframe.layers.recurrent.steps import lstm_sequence, rnn_sequence
 from quantframe.tensor import QuantTensor
-
-SIGMOID_GATES = ("input", "forget", "output")
 
 
 def _scale(x: Any) -> Tensor | None:
     return x.scale if isinstance(x, QuantTensor) else None
 
 
-def _projection(gate: nn.Module, x: Tensor, input_scale: Tensor | None) -> tuple[Tensor, Tensor]:
-    """(x @ W_ih^T + b for all timesteps, W_hh^T) of one gate, weights and bias through their proxies."""
-    w_ih = gate.input_weight.quant_weight()
-    bias = gate.quant_bias(input_scale, w_ih.scale)
-    projected = torch.matmul(x, w_ih.value.t())
-    if bias is not None:
-        projected = projected + bias
-    return projected, gate.hidden_weight.quant_weight().value.t()
+def _projection(gates: list[nn.Module], x: Tensor, input_scale: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(x @ W_ih^T + b for all timesteps, W_hh^T), the gates stacked; weights and biases per gate."""
+    projected, recurrent = [], []
+    for gate in gates:
+        w_ih = gate.input_weight.quant_weight()
+        bias = gate.quant_bias(input_scale, w_ih.scale)
+        part = torch.matmul(x, w_ih.value.t())
+        projected.append(part if bias is None else part + bias)
+        recurrent.append(gate.hidden_weight.quant_weight().value)
+    return torch.cat(projected, dim=-1), torch.cat(recurrent).t()
+
+
+def _calling(proxies: list[nn.Module], hidden: int) -> StepQuant:
+    """Step quantizers that call every proxy on its gate's chunk (so that its handler emits nodes)."""
+    return StepQuant(proxies, hidden, fixed=False)
+
+
+def _on_grid(value: Tensor, quant: StepQuant) -> Any:
+    """`value` with the metadata of the last call of a whole-tensor quantizer (else the tensor)."""
+    return value if quant.meta is None else QuantTensor(value, *quant.meta, False)
 
 
 def lstm_direction(layer: nn.Module, x: Any, h: Tensor, c: Tensor, cifg: bool) -> tuple:
     """(outputs (seq, batch, hidden), last hidden state, last cell state) of one LSTM layer/direction."""
-    cell = layer.cell
-    names = [n for n in ("input", "forget", "output", "cell") if not (cifg and n == "forget")]
-    gates = {n: getattr(layer, f"{n}_gate_params") for n in names}
-    inputs, input_scale = plain(x), _scale(x)
-    steps, recurrent = {}, {}
-    for name, gate in gates.items():
-        projected, recurrent[name] = _projection(gate, inputs, input_scale)
-        steps[name] = projected.unbind(0)
-    activation = {n: getattr(cell, f"{n}_sigmoid_quant") for n in SIGMOID_GATES if n in gates}
-    activation["cell"] = cell.cell_tanh_quant
-    outs: list[Tensor] = [inputs] * inputs.shape[0]
-    h_q: Any = h
-    c_q: Any = c
-    for t in order(inputs.shape[0], layer.reverse):
-        value = {}
-        for name in names:
-            acc = plain(getattr(cell, f"{name}_acc_quant")(steps[name][t] + torch.matmul(h, recurrent[name])))
-            squashed = torch.tanh(acc) if name == "cell" else torch.sigmoid(acc)
-            value[name] = plain(activation[name](squashed))
-        i, o, g = value["input"], value["output"], value["cell"]
-        f = 1 - i if cifg else value["forget"]
-        c_q = cell.cell_state_quant(f * c + i * g)
-        c = plain(c_q)
-        h_q = layer.io_quant(o * plain(cell.hidden_state_tanh_quant(torch.tanh(c))))
-        h = outs[t] = plain(h_q)
-    return torch.stack(outs), h_q, c_q
+    cell, hidden = layer.cell, h.shape[-1]
+    xw, w_hh_t = _projection(layer.stacked_gates(), plain(x), _scale(x))
+    quants = (
+        _calling(cell.acc_quants(), hidden),
+        _calling(cell.activation_quants(), hidden),
+        _calling([cell.cell_state_quant], hidden),
+        _calling([cell.hidden_state_tanh_quant], hidden),
+        _calling([layer.io_quant], hidden),
+    )
+    out, h, c = lstm_sequence(xw, h, c, w_hh_t, quants, cifg, layer.reverse)
+    return out, _on_grid(h, quants[-1]), _on_grid(c, quants[2])
 
 
 def rnn_direction(layer: nn.Module, x: Any, h: Tensor, relu: bool) -> tuple:
     """(outputs (seq, batch, hidden), last io QuantTensor) of one QuantRNN layer and direction."""
-    inputs = plain(x)
-    projected, recurrent = _projection(layer.gate_params, inputs, _scale(x))
-    steps = projected.unbind(0)
-    acc_quant, act = layer.cell.gate_acc_quant, torch.relu if relu else torch.tanh
-    outs: list[Tensor] = [inputs] * inputs.shape[0]
-    h_q: Any = h
-    for t in order(inputs.shape[0], layer.reverse):
-        h_q = layer.io_quant(act(plain(acc_quant(steps[t] + torch.matmul(h, recurrent)))))
-        h = outs[t] = plain(h_q)
-    return torch.stack(outs), h_q
+    hidden = h.shape[-1]
+    xw, w_hh_t = _projection([layer.gate_params], plain(x), _scale(x))
+    acc, io = _calling([layer.cell.gate_acc_quant], hidden), _calling([layer.io_quant], hidden)
+    out, h = rnn_sequence(xw, h, w_hh_t, acc, io, relu, layer.reverse)
+    return out, _on_grid(h, io)
 
 
 def _like(value: Tensor, grid: Any, wanted: bool) -> Any:

@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from quantframe import config
 from quantframe.layers.recurrent.cache import EvalCacheMixin
 from quantframe.layers.recurrent.cells import GateParams, prepare
 from quantframe.layers.recurrent.step_quant import StepQuant
 from quantframe.proxy.act import act_proxy
 from quantframe.proxy.overrides import route_overrides
+from quantframe.proxy.state_dict import ignore_missing_quantizer_keys
 from quantframe.tensor import QuantTensor
 
 WEIGHT_KEYS = (("weight_ih", "input_weight.weight"), ("weight_hh", "hidden_weight.weight"))
@@ -100,7 +100,7 @@ class QuantRecurrent(EvalCacheMixin, nn.Module):
         self.reset_parameters()
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
-        self.register_load_state_dict_post_hook(_ignore_quantizer_keys)
+        ignore_missing_quantizer_keys(self)
 
     # ------------------------------------------------------------------ construction
 
@@ -290,12 +290,6 @@ class QuantRecurrent(EvalCacheMixin, nn.Module):
 def _on_grid(value: Tensor, quant: StepQuant, training: bool) -> QuantTensor:
     scale, zero_point, bit_width, signed = quant.meta
     return QuantTensor(value, scale, zero_point, bit_width, signed, training)
-
-
-def _ignore_quantizer_keys(module: nn.Module, incompatible: Any) -> None:
-    """With `config.IGNORE_MISSING_KEYS`, a float state_dict may lack the quantizers' own keys."""
-    if config.IGNORE_MISSING_KEYS:
-        incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if "_quant." not in k]
 
 
 def _check_sizes(

@@ -21,11 +21,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from quantframe.layers.recurrent.step_quant import StepQuant, StepRecord
-
-
-def order(length: int, reverse: bool) -> range:
-    """Timesteps in processing order."""
-    return range(length - 1, -1, -1) if reverse else range(length)
+from quantframe.layers.recurrent.steps import order
 
 
 def begin(quants: tuple[StepQuant, ...], steps: int) -> None:
@@ -104,59 +100,43 @@ def lstm_loop(
     reverse: bool,
     records: dict | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The LSTM recurrence without autograd (see `QuantLSTMCell`); fills `records` when given.
+    """`steps.lstm_step` over the sequence in place, without autograd; fills `records` when given.
 
-    `quants` = (acc, act, cell, tanh_h, io); pre-activations are stacked i, (f,) o, g. Without
-    records everything happens in place in one (batch, gates x hidden) buffer.
+    `quants` = (acc, act, cell, tanh_h, io); pre-activations are stacked i, (f,) o, g. With records
+    every timestep keeps its activations, gates, states and quantizer records (for the backward
+    pass); without, all timesteps reuse one (batch, gates x hidden) buffer and one state buffer.
     """
-    if records is not None:
-        return _lstm_recorded(xw, h, c, w_hh_t, quants, cifg, reverse, records)
-    acc, act, cell, tanh_h, io = quants
-    hidden = h.shape[-1]
-    sig = xw.shape[-1] - hidden
-    pre = xw.new_empty(xw.shape[1:])
-    pre_sigmoid, pre_tanh = pre[:, :sig], pre[:, sig:]
-    i, f, o, g = pre[:, :hidden], pre[:, hidden : 2 * hidden], pre[:, sig - hidden : sig], pre[:, sig:]
-    out = xw.new_empty(*xw.shape[:2], hidden)
-    xs, outs = xw.unbind(0), out.unbind(0)
-    c = c.clone()
-    th = torch.empty_like(c)
-    begin(quants, xw.shape[0])
-    for t in order(xw.shape[0], reverse):
-        acc.apply(torch.addmm(xs[t], h, w_hh_t, out=pre), pre)
-        pre_sigmoid.sigmoid_()
-        _tanh_(pre_tanh, th)
-        act.apply(pre, pre)
-        cell.apply(c.mul_(torch.rsub(i, 1) if cifg else f).addcmul_(i, g), c)
-        tanh_h.apply(torch.tanh(c, out=th), th)
-        h = io.apply(torch.mul(o, th, out=outs[t]), outs[t])
-    end(quants)
-    return out, h, c
-
-
-def _lstm_recorded(
-    xw: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor, quants: tuple, cifg: bool, reverse: bool, records: dict
-) -> tuple[Tensor, Tensor, Tensor]:
-    """`lstm_loop` keeping every step's activations, gates, states and quantizer records."""
     acc, act, cell, tanh_h, io = quants
     steps, batch, width = xw.shape
     hidden = h.shape[-1]
     sig = width - hidden
-    full, state = (steps, batch, width), (steps, batch, hidden)
+    out = xw.new_empty(steps, batch, hidden)
     pre, scratch = xw.new_empty(batch, width), xw.new_empty(batch, hidden)
-    acts, gates = xw.new_empty(full), xw.new_empty(full)
-    cells, tanhs, tanhs_q, out = (xw.new_empty(state) for _ in range(4))
-    recs = [
-        q.record(steps, shape[1:], xw)
-        for q, shape in zip(quants, (full, full, state, state, state), strict=True)
-    ]
-    records.update(zip(("acc", "act", "cell", "tanh_h", "io"), recs, strict=True))
-    records.update(acts=acts, gates=gates, cells=cells, tanhs=tanhs, tanhs_q=tanhs_q)
+    if records is None:
+        recs: list[StepRecord | None] = [None] * 5
+        c = c.clone()
+        th = torch.empty_like(c)
+        acts_at = gates_at = (pre,) * steps
+        cells_at, tanhs_at = (c,) * steps, (th,) * steps
+        tanhs_q_at = tanhs_at
+        per_gate = [(v,) * steps for v in pre.split(hidden, dim=1)]
+        sigmoids_at, tanhs_g_at = ((v,) * steps for v in pre.split([sig, hidden], dim=1))
+    else:
+        full, state = (steps, batch, width), (steps, batch, hidden)
+        acts, gates = xw.new_empty(full), xw.new_empty(full)
+        cells, tanhs, tanhs_q = (xw.new_empty(state) for _ in range(3))
+        recs = [
+            q.record(steps, shape[1:], xw)
+            for q, shape in zip(quants, (full, full, state, state, state), strict=True)
+        ]
+        records.update(zip(("acc", "act", "cell", "tanh_h", "io"), recs, strict=True))
+        records.update(acts=acts, gates=gates, cells=cells, tanhs=tanhs, tanhs_q=tanhs_q)
+        acts_at, gates_at = acts.unbind(0), gates.unbind(0)
+        cells_at, tanhs_at, tanhs_q_at = cells.unbind(0), tanhs.unbind(0), tanhs_q.unbind(0)
+        per_gate = _per_gate(gates, hidden)
+        sigmoids_at, tanhs_g_at = (part.unbind(0) for part in acts.split([sig, hidden], dim=2))
     rec_acc, rec_act, rec_cell, rec_tanh, rec_io = recs
-    xs, acts_at, gates_at, outs = xw.unbind(0), acts.unbind(0), gates.unbind(0), out.unbind(0)
-    sigmoids_at, tanhs_g_at = (part.unbind(0) for part in acts.split([sig, hidden], dim=2))
-    per_gate = _per_gate(gates, hidden)
-    cells_at, tanhs_at, tanhs_q_at = cells.unbind(0), tanhs.unbind(0), tanhs_q.unbind(0)
+    xs, outs = xw.unbind(0), out.unbind(0)
     begin(quants, steps)
     for t in order(steps, reverse):
         acc.apply(torch.addmm(xs[t], h, w_hh_t, out=pre), acts_at[t], rec_acc, t)

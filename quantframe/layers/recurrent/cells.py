@@ -10,17 +10,16 @@ One layer and direction of a `QuantRNN` / `QuantLSTM` runs in three stages:
    into preallocated buffers in place; with autograd one `torch.autograd.Function` per layer and
    direction runs that loop and backpropagates through time by hand (`bptt.py`).
    Quantizers the hand-written backward does not cover (binary, ternary, a learned zero point or
-   bit width, other rounding rules) run through autograd over the loop instead.
+   bit width, other rounding rules) run through autograd over the step functions of `steps.py`.
 """
-
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from quantframe.layers.recurrent.bptt import LSTMSequence, RNNSequence, lstm_loop, order, rnn_loop
+from quantframe.layers.recurrent.bptt import LSTMSequence, RNNSequence, lstm_loop, rnn_loop
 from quantframe.layers.recurrent.cache import EvalCache
 from quantframe.layers.recurrent.step_quant import StepQuant
+from quantframe.layers.recurrent.steps import lstm_sequence, rnn_sequence, stacking_order
 from quantframe.proxy.bias import bias_proxy
 from quantframe.proxy.weight import weight_proxy
 from quantframe.tensor import QuantTensor
@@ -121,14 +120,7 @@ class QuantRNNCell(nn.Module):
         if acc.bptt and io.bptt:
             return RNNSequence.apply(xw, h, w_hh, acc, io, relu, reverse, acc.grad_target(), io.grad_target())
         # autograd over the loop: quantizers the hand-written backward does not cover
-        act: Callable[[Tensor], Tensor] = torch.relu if relu else torch.tanh
-        steps = xw.unbind(0)  # one backward node for all timesteps (indexing would zero-fill per step)
-        outs = list(steps)
-        w_hh_t = w_hh.t()
-        for t in order(len(steps), reverse):
-            h = io.quant(act(acc.quant(torch.addmm(steps[t], h, w_hh_t))))
-            outs[t] = h
-        return torch.stack(outs), h
+        return rnn_sequence(xw, h, w_hh.t(), acc, io, relu, reverse)
 
 
 class QuantLSTMCell(nn.Module):
@@ -149,13 +141,14 @@ class QuantLSTMCell(nn.Module):
 
     def acc_quants(self) -> list:
         """Accumulator quantizers in the stacking order i, (f,) o, g."""
-        forget = [] if self.coupled_input_forget_gates else [self.forget_acc_quant]
-        return [self.input_acc_quant, *forget, self.output_acc_quant, self.cell_acc_quant]
+        return [
+            getattr(self, f"{name}_acc_quant") for name in stacking_order(self.coupled_input_forget_gates)
+        ]
 
     def activation_quants(self) -> list:
         """Gate activation quantizers in the stacking order: sigmoids of i, (f,) o, then tanh of g."""
-        forget = [] if self.coupled_input_forget_gates else [self.forget_sigmoid_quant]
-        return [self.input_sigmoid_quant, *forget, self.output_sigmoid_quant, self.cell_tanh_quant]
+        names = stacking_order(self.coupled_input_forget_gates)
+        return [getattr(self, f"{n}_tanh_quant" if n == "cell" else f"{n}_sigmoid_quant") for n in names]
 
     def run(
         self,
@@ -183,25 +176,5 @@ class QuantLSTMCell(nn.Module):
         if all(q.bptt for q in quants):
             scales = [q.grad_target() for q in quants]
             return LSTMSequence.apply(xw, h, c, w_hh, quants, cifg, reverse, *scales)
-        return self._autograd_loop(xw, h, c, w_hh, quants, reverse)
-
-    def _autograd_loop(
-        self, xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, quants: tuple, reverse: bool
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Autograd over the loop: for quantizers the hand-written backward does not cover."""
-        acc, act, cell, tanh_h, io = quants
-        hidden = h.shape[-1]
-        sig = xw.shape[-1] - hidden
-        steps = xw.unbind(0)  # one backward node for all timesteps (indexing would zero-fill per step)
-        outs = list(steps)
-        w_hh_t = w_hh.t()
-        for t in order(len(steps), reverse):
-            pre_sigmoid, pre_tanh = acc.quant(torch.addmm(steps[t], h, w_hh_t)).split([sig, hidden], dim=1)
-            gates = act.quant(torch.cat([torch.sigmoid(pre_sigmoid), torch.tanh(pre_tanh)], dim=1))
-            split = gates.split(hidden, dim=1)
-            i, o, g = split[0], split[-2], split[-1]
-            f = torch.rsub(i, 1) if self.coupled_input_forget_gates else split[1]
-            c = cell.quant(torch.addcmul(f * c, i, g))
-            h = io.quant(o * tanh_h.quant(torch.tanh(c)))
-            outs[t] = h
-        return torch.stack(outs), h, c
+        # autograd over the loop: quantizers the hand-written backward does not cover
+        return lstm_sequence(xw, h, c, w_hh.t(), quants, cifg, reverse)

@@ -5,7 +5,7 @@ Each layer and direction holds one `GateParams` per gate (`input_gate_params`, `
 `hidden_size` scales per gate. By default every gate has its own weight, accumulator, sigmoid and
 tanh quantizers, the bias quantizer is one per layer and direction, and one cell-state quantizer is
 shared by all layers (so that the final cell states can be concatenated on one grid).
-`layer.gate_params` views the four gates as torch's stacked matrices, with DESIGN §5's
+`layer.gate_params` views the four gates as torch's stacked matrices, with QuantRNN's
 `.input_weight` / `.hidden_weight` (`.weight_quant`, `.quant_weight()`) and `.bias_quant`
 (`view.py`).
 """
@@ -19,6 +19,7 @@ from quantframe.layers.recurrent.base import QuantRecurrent, gate_quantizers
 from quantframe.layers.recurrent.cache import EvalCacheMixin
 from quantframe.layers.recurrent.cells import GateParams, QuantLSTMCell, prepare, project_inputs
 from quantframe.layers.recurrent.step_quant import StepQuant
+from quantframe.layers.recurrent.steps import GATES, stacking_order
 from quantframe.layers.recurrent.view import LSTMGateParams
 from quantframe.proxy.act import act_proxy
 from quantframe.quantizers import (
@@ -28,8 +29,6 @@ from quantframe.quantizers import (
     Uint8ActPerTensorFloat,
 )
 from quantframe.tensor import QuantTensor
-
-GATES = ("input", "forget", "cell", "output")  # torch's chunk order of weight_ih / bias_ih: i, f, g, o
 
 
 class QuantLSTMLayer(EvalCacheMixin, nn.Module):
@@ -47,18 +46,14 @@ class QuantLSTMLayer(EvalCacheMixin, nn.Module):
 
     @property
     def gate_params(self) -> LSTMGateParams:
-        """The gates' parameters as torch's stacked matrices (DESIGN §5; see `view.py`)."""
+        """The gates' parameters as torch's stacked matrices (see `view.py`)."""
         return LSTMGateParams(self)
 
     def stacked_gates(self) -> list[GateParams]:
         """Gate parameters in the order the cell stacks pre-activations: i, (f,) o, g."""
-        gates = (
-            self.input_gate_params,
-            self.forget_gate_params,
-            self.output_gate_params,
-            self.cell_gate_params,
-        )
-        return [g for g in gates if g is not None]
+        return [
+            getattr(self, f"{name}_gate_params") for name in stacking_order(self.forget_gate_params is None)
+        ]
 
     def forward(
         self, x: Tensor, input_scale: Tensor | None, io: StepQuant, given: bool, h0: Tensor, c0: Tensor
@@ -113,7 +108,7 @@ def _quant_biases(
 class QuantLSTM(QuantRecurrent):
     """LSTM with quantized weights, biases, gate accumulators, gate activations, cell and hidden states.
 
-    Per timestep (DESIGN §5): i, f, o = sigmoid_q(sigmoid(gate_acc_q(x W_ih^T + h W_hh^T + b))),
+    Per timestep (`steps.py`): i, f, o = sigmoid_q(sigmoid(gate_acc_q(x W_ih^T + h W_hh^T + b))),
     g = tanh_q(tanh(gate_acc_q(...))), c = cell_state_q(f c + i g), h = io(o tanh_q(tanh(c))).
     `coupled_input_forget_gates`: f = 1 - i, no forget-gate weights. `cat_output_cell_states=False`
     returns the final cell states as a list (one per layer and direction). `proj_size` other than 0

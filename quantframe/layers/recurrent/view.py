@@ -1,8 +1,8 @@
-"""DESIGN §5's `gate_params` of a QuantLSTM layer: its per-gate parameters seen as torch's stacked ones.
+"""The `gate_params` of a QuantLSTM layer: its per-gate parameters seen as torch's stacked ones.
 
 A QuantLSTM layer and direction keeps one `GateParams` per gate (`input_gate_params`, ...), so that
 every gate can have its own weight quantizer. `layer.gate_params` is a view over them with the
-structure QuantRNN has and DESIGN §5 names:
+structure QuantRNN has:
 
     gate_params.input_weight.weight_quant    the input gate's weight quantizer (the one every gate
                                              uses with shared_intra_layer_weight_quant=True)
@@ -22,9 +22,8 @@ is not a submodule), so the state_dict and the module tree are those of the per-
 import torch
 from torch import Tensor, nn
 
+from quantframe.layers.recurrent.steps import GATES
 from quantframe.tensor import QuantTensor
-
-TORCH_GATE_ORDER = ("input", "forget", "cell", "output")  # torch's i, f, g, o
 
 
 class StackedGateWeight:
@@ -75,7 +74,7 @@ class LSTMGateParams:
     """The `gate_params` view of one QuantLSTM layer and direction (module docstring)."""
 
     def __init__(self, layer: nn.Module):
-        gates = [getattr(layer, f"{name}_gate_params") for name in TORCH_GATE_ORDER]
+        gates = [getattr(layer, f"{name}_gate_params") for name in GATES]
         self.gates = [g for g in gates if g is not None]  # CIFG: no forget gate
         self.input_weight = StackedGateWeight([g.input_weight for g in self.gates])
         self.hidden_weight = StackedGateWeight([g.hidden_weight for g in self.gates])

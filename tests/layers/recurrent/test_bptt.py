@@ -1,9 +1,11 @@
-"""quantframe.layers.recurrent.bptt: the hand-written backward pass equals autograd over the recurrence.
+"""quantframe.layers.recurrent.bptt: the in-place loops and the hand-written backward pass equal autograd
+over the cells' one step function (`steps.rnn_step` / `steps.lstm_step`).
 
-The reference below rebuilds each layer's recurrence from torch ops, the layer's own quantizer
-parameters and torch's learnable fake-quant kernel (straight-through inside the range, LSQ scale
-gradient), and lets autograd differentiate it; the layer must give the same outputs and gradients
-for inputs, initial states, weights, biases and every learned activation scale.
+The reference below runs each layer's recurrence through those step functions with quantizers built
+from the layer's own quantizer parameters and torch's learnable fake-quant kernel (straight-through
+inside the range, LSQ scale gradient), and lets autograd differentiate it; the layer must give the
+same outputs and gradients for inputs, initial states, weights, biases and every learned activation
+scale.
 """
 
 import pytest
@@ -12,6 +14,7 @@ from torch import nn
 
 from quantframe.core.scaling import ParameterFromStatsScaling
 from quantframe.layers import QuantLSTM, QuantRNN
+from quantframe.layers.recurrent.steps import lstm_sequence, rnn_sequence
 
 
 def _x(shape, seed):
@@ -37,6 +40,17 @@ def _fq(x, proxy):
     )
 
 
+class _Reference:
+    """Step quantizers applying `_fq` with each proxy on its chunk of the stacked gates."""
+
+    def __init__(self, *proxies):
+        self.proxies = proxies
+
+    def quant(self, x):
+        chunks = x.chunk(len(self.proxies), dim=-1)
+        return torch.cat([_fq(c, p) for c, p in zip(chunks, self.proxies, strict=True)], dim=-1)
+
+
 def _projection(gates, io, x_q):
     weights = [g.input_weight.quant_weight() for g in gates]
     io_scale = io.tensor_quant.scaling_impl.value / io.tensor_quant.divisor
@@ -57,12 +71,9 @@ def _reference_rnn(rnn, x, h0):
         for d, layer in enumerate(directions):
             xw, w_hh_t = _projection([layer.gate_params], io, layer_input)
             h = _fq(h0[k * len(directions) + d], io)
-            steps = [None] * len(xw)
-            for t in reversed(range(len(xw))) if d else range(len(xw)):
-                pre = _fq(torch.addmm(xw[t], h, w_hh_t), layer.cell.gate_acc_quant)
-                h = _fq(torch.tanh(pre), io)
-                steps[t] = h
-            outs.append(torch.stack(steps))
+            acc = _Reference(layer.cell.gate_acc_quant)
+            out, h = rnn_sequence(xw, h, w_hh_t, acc, _Reference(io), False, reverse=bool(d))
+            outs.append(out)
             finals.append(h)
         layer_input = torch.cat(outs, dim=-1)
     return layer_input, torch.stack(finals)
@@ -84,24 +95,22 @@ def _reference_lstm(lstm, x, h0, c0):
             xw, w_hh_t = _projection(gates, io, layer_input)
             index = k * len(directions) + d
             h, c = _fq(h0[index], io), _fq(c0[index], cell.cell_state_quant)
-            steps = [None] * len(xw)
-            for t in reversed(range(len(xw))) if d else range(len(xw)):
-                pre = torch.addmm(xw[t], h, w_hh_t).chunk(4, dim=1)
-                accs = (
-                    cell.input_acc_quant,
-                    cell.forget_acc_quant,
-                    cell.output_acc_quant,
-                    cell.cell_acc_quant,
-                )
-                pre = [_fq(p, q) for p, q in zip(pre, accs, strict=True)]
-                i = _fq(torch.sigmoid(pre[0]), cell.input_sigmoid_quant)
-                f = _fq(torch.sigmoid(pre[1]), cell.forget_sigmoid_quant)
-                o = _fq(torch.sigmoid(pre[2]), cell.output_sigmoid_quant)
-                g = _fq(torch.tanh(pre[3]), cell.cell_tanh_quant)
-                c = _fq(torch.addcmul(f * c, i, g), cell.cell_state_quant)
-                h = _fq(o * _fq(torch.tanh(c), cell.hidden_state_tanh_quant), io)
-                steps[t] = h
-            outs.append(torch.stack(steps))
+            quants = (
+                _Reference(
+                    cell.input_acc_quant, cell.forget_acc_quant, cell.output_acc_quant, cell.cell_acc_quant
+                ),
+                _Reference(
+                    cell.input_sigmoid_quant,
+                    cell.forget_sigmoid_quant,
+                    cell.output_sigmoid_quant,
+                    cell.cell_tanh_quant,
+                ),
+                _Reference(cell.cell_state_quant),
+                _Reference(cell.hidden_state_tanh_quant),
+                _Reference(io),
+            )
+            out, h, c = lstm_sequence(xw, h, c, w_hh_t, quants, False, reverse=bool(d))
+            outs.append(out)
             hs.append(h)
             cs.append(c)
         layer_input = torch.cat(outs, dim=-1)

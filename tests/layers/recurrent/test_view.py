@@ -1,4 +1,4 @@
-"""quantframe.layers.recurrent.view: DESIGN §5's `gate_params` view of a QuantLSTM layer and direction."""
+"""quantframe.layers.recurrent.view: the `gate_params` view of a QuantLSTM layer and direction."""
 
 import torch
 from torch import nn
