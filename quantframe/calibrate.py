@@ -57,5 +57,24 @@ def _finalise(collecting: list[QuantProxy]) -> None:
         proxy.finish_collection()
 
 
+@contextmanager
+def quantization_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Every quantizer of `model` is a pass-through inside the context; restored on exit.
+
+    A quantized model then computes its float original's function (BatchNorm folding aside, which
+    is exact to float rounding): the check that capture and module swapping kept what the model
+    does. Statistics are neither collected nor changed, and cached quantized weights are not used.
+    """
+    proxies = [m for m in model.modules() if isinstance(m, QuantProxy) and m.is_quant_enabled]
+    saved = [proxy.tensor_quant for proxy in proxies]
+    try:
+        for proxy in proxies:
+            proxy.tensor_quant, proxy.is_quant_enabled = None, False
+        yield model
+    finally:
+        for proxy, tensor_quant in zip(proxies, saved, strict=True):
+            proxy.tensor_quant, proxy.is_quant_enabled = tensor_quant, True
+
+
 compute_encodings = calibration_mode
 """AIMET's name for the same step: `with compute_encodings(model): model(data)`."""

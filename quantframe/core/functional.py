@@ -1,30 +1,7 @@
-"""Plain functions on tensors: binary and ternary quantization, and the integer range by bit width.
-
-The integer range functions are thin wrappers over `quantframe.core.grid.IntGrid` (kept for
-callers that pass bit width, sign and narrow range separately); the round-clamp kernels live in
-`quantframe.core.fake_quant` and are re-exported here under their former home.
-"""
+"""Binary and ternary quantization: the two grids without a round-clamp, each with a straight-through gradient."""
 
 import torch
 from torch import Tensor
-
-from quantframe.core.fake_quant import can_fuse, fused_axis, fused_fake_quant, reference_fake_quant
-from quantframe.core.grid import BitWidth, IntGrid
-
-
-def max_int(bit_width: BitWidth, signed: bool, narrow_range: bool) -> BitWidth:
-    """Largest integer of the grid: 2^(b-1) - 1 signed, 2^b - 1 unsigned (2^b - 2 narrow unsigned)."""
-    return IntGrid(bit_width, signed, narrow_range).max_int
-
-
-def min_int(bit_width: BitWidth, signed: bool, narrow_range: bool) -> BitWidth:
-    """Smallest integer of the grid: -2^(b-1) signed (+1 when narrow), 0 unsigned."""
-    return IntGrid(bit_width, signed, narrow_range).min_int
-
-
-def threshold_divisor(bit_width: BitWidth, signed: bool, narrow_range: bool) -> BitWidth:
-    """What a threshold is divided by to give the scale: 127 for narrow int8, 128 int8, 255 uint8."""
-    return IntGrid(bit_width, signed, narrow_range).divisor
 
 
 def binary_quant(x: Tensor, scale: Tensor) -> Tensor:
@@ -48,14 +25,4 @@ def _straight_through(surrogate: Tensor, exact: Tensor) -> Tensor:
     return (surrogate - surrogate.detach()) + exact.detach()
 
 
-__all__ = [
-    "binary_quant",
-    "can_fuse",
-    "fused_axis",
-    "fused_fake_quant",
-    "max_int",
-    "min_int",
-    "reference_fake_quant",
-    "ternary_quant",
-    "threshold_divisor",
-]
+__all__ = ["binary_quant", "ternary_quant"]

@@ -274,3 +274,23 @@ def onnxruntime_session(
         providers=providers or ["CPUExecutionProvider"],
         disabled_optimizers=list(disabled_optimizers) or None,
     )
+
+
+INTEGER_KERNELS = frozenset(
+    {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "MatMulIntegerToFloat", "QAttention"}
+)
+FLOAT_KERNELS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul"})
+
+
+def optimized_op_types(path_or_bytes: str | Path | bytes | onnx.ModelProto, **session_kwargs: Any) -> dict[str, int]:
+    """How many nodes of each op type the graph onnxruntime runs has (after its fusions), counted from
+    the optimized model file it writes: the proof of which convolutions and matmuls run as integer
+    kernels (`INTEGER_KERNELS`) and which in float (`FLOAT_KERNELS`)."""
+    import tempfile
+    from collections import Counter
+
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "optimized.onnx"
+        onnxruntime_session(path_or_bytes, optimized_model_filepath=target, **session_kwargs)
+        optimized = onnx.load(str(target))
+    return dict(Counter(node.op_type for node in optimized.graph.node))

@@ -50,8 +50,11 @@ class QuantActivation(QuantIOMixin, nn.Module):
 
     def forward(self, x: Tensor | QuantTensor) -> Tensor | QuantTensor:
         x = self.input_quant(x)
-        if self.act_impl is not None and not (self._relu_folds_into_quant and not torch.is_grad_enabled()):
-            x = self.act_impl(x) if not self.act_quant.is_quant_enabled else self.act_impl(plain(x))
+        enabled = self.act_quant.is_quant_enabled  # (off inside `quantization_disabled`)
+        if self.act_impl is not None and not (
+            self._relu_folds_into_quant and enabled and not torch.is_grad_enabled()
+        ):
+            x = self.act_impl(x) if not enabled else self.act_impl(plain(x))
         out = self.act_quant(x)
         return out if self.return_quant_tensor else plain(out)
 

@@ -5,7 +5,7 @@ Training-mode dropout zeroes elements and multiplies the others by 1 / (1 - p). 
 integer z, so the result is exactly on the grid with scale s / (1 - p) and the same zero point and
 integers. A bipolar (1-bit signed) grid has no 0 level: its output is reported as 2-bit signed.
 p = 1 zeroes everything and returns a plain tensor. The rule is `quantframe.tensor.ops.dropout`,
-which `F.dropout` on a QuantTensor also follows in eval mode.
+which `F.dropout` on a QuantTensor follows too, so the module and the function agree.
 """
 
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from quantframe.tensor import QuantTensor, ops
+from quantframe.tensor import QuantTensor
 
 
 class QuantDropout(nn.Dropout):
@@ -28,6 +28,5 @@ class QuantDropout(nn.Dropout):
             return super().forward(x)
         if not self.training or self.p == 0:
             return x if self.return_quant_tensor else x.value
-        value = F.dropout(x.value, self.p, True, self.inplace)
-        fields = ops.dropout(x, value, self.p, True) if self.return_quant_tensor else None
-        return value if fields is None else QuantTensor(*fields)
+        out = F.dropout(x, self.p, self.training, self.inplace)  # the QuantTensor rule: tensor.ops.dropout
+        return out if self.return_quant_tensor or not isinstance(out, QuantTensor) else out.value

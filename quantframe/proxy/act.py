@@ -5,6 +5,7 @@ loops): whether the scale is fixed right now, a step's scale and zero point from
 from a statistic, and folding many statistics steps into the running statistic at once.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
@@ -133,11 +134,16 @@ class ActQuantProxy(QuantProxy):
         `divisor` (default: this grid's) may be a tensor broadcasting against `threshold`, so that one
         call serves several quantizers of equal restriction stacked along a dimension.
         """
+        return self.threshold_to_scale(divisor)(threshold)
+
+    def threshold_to_scale(self, divisor: Tensor | float | None = None) -> Callable[[Tensor], Tensor]:
+        """`scale_from_threshold` with this quantizer's rule looked up once, for a loop over timesteps."""
         scaling = self.tensor_quant.scaling_impl
         divisor = self.divisor if divisor is None else divisor
-        if type(scaling.restrict) is FloatRestrict:
-            return threshold.div(divisor).clamp_min_(scaling.min_val)
-        return scaling.restrict.to_scale(scaling.restrict.to_domain(threshold), divisor, scaling.min_val)
+        restrict, floor = scaling.restrict, scaling.min_val
+        if type(restrict) is FloatRestrict:
+            return lambda threshold: threshold.div(divisor).clamp_min_(floor)
+        return lambda threshold: restrict.to_scale(restrict.to_domain(threshold), divisor, floor)
 
     def collect_statistics(self, stats: Tensor, checked: bool = False) -> None:
         """Fold the scale statistics of `len(stats)` consecutive steps into the running statistic at

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from quantframe.core.functional import threshold_divisor
+from quantframe.core.grid import IntGrid
 from quantframe.core.running_stats import RunningStatistic
 from quantframe.enums import RestrictValueType
 from quantframe.inject import portable_class
@@ -99,7 +99,7 @@ class QuantProxy(nn.Module):
         """What a threshold is divided by to give the scale (the grid's largest magnitude) now."""
         tq = self.tensor_quant
         if not self.has_constant_bit_width:
-            return threshold_divisor(tq.bit_width_impl(), tq.signed, tq.narrow_range)
+            return IntGrid(tq.bit_width_impl(), tq.signed, tq.narrow_range).divisor
         return getattr(tq, "divisor", 1)
 
     @property

@@ -94,16 +94,15 @@ def _clone(cls: type, func: Callable, args: tuple, kwargs: dict) -> Any:
 
 @_register(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, torch.dropout)
 def _dropout(cls: type, func: Callable, args: tuple, kwargs: dict) -> Any:
-    """`ops.dropout` in eval; in training the functional form decays (its default is training=True).
-
-    Torch functions keep a QuantTensor only where its grid is unchanged; `QuantDropout` is how a
-    model asks for the training-mode grid of `ops.dropout`.
-    """
+    """`ops.dropout`, the rule `QuantDropout` follows too: eval keeps the grid, training rescales it."""
     qt = _input(args, kwargs)
-    name = "train" if func is torch.dropout else "training"
-    if not isinstance(qt, cls) or _arg(args, kwargs, 2, name, True):
+    if not isinstance(qt, cls):
         return decay(cls, func, args, kwargs)
-    return cls(*ops.dropout(qt, decay(cls, func, args, kwargs), _arg(args, kwargs, 1, "p", 0.5), False))
+    name = "train" if func is torch.dropout else "training"
+    training = bool(_arg(args, kwargs, 2, name, True))
+    value = decay(cls, func, args, kwargs)
+    fields = ops.dropout(qt, value, _arg(args, kwargs, 1, "p", 0.5), training)
+    return value if fields is None else cls(*fields)
 
 
 @_register(F.relu, torch.relu)

@@ -396,11 +396,16 @@ def test_cat_and_stack():
     assert torch.stack([pc, pc], -1).is_valid
 
 
-def test_dropout_keeps_grid_only_in_eval():
+def test_dropout_keeps_grid_in_eval_and_rescales_it_in_training():
     qt = make(random_ints((4, 4), 8, True, 6), 0.1)
     assert isinstance(F.dropout(qt, 0.5, training=False), QuantTensor)
     assert isinstance(torch.nn.Dropout(0.5).eval()(qt), QuantTensor)
-    assert type(F.dropout(qt, 0.5)) is torch.Tensor  # functional default is training=True
+    torch.manual_seed(0)
+    out = F.dropout(qt, 0.5)  # functional default is training=True: the rescaled grid of QuantDropout
+    assert isinstance(out, QuantTensor) and out.is_valid
+    torch.testing.assert_close(out.scale, qt.scale / 0.5)
+    kept = out.value != 0
+    torch.testing.assert_close(out.value[kept], qt.value[kept] * 2)
 
 
 def test_avg_pool_is_an_accumulator():

@@ -64,6 +64,7 @@ class BatchedCollection:
             self.lo = torch.tensor(lows, **options).reshape(1, -1, 1)
             self.hi = torch.tensor(highs, **options).reshape(1, -1, 1)
         self.bit_width, self.signed = proxies[0].bit_width(), proxies[0].signed
+        self.to_scale = proxies[0].threshold_to_scale(self.divisor)  # 0-dim, or (1, G, 1) like the threshold
         self.gathered: list[Tensor] = []
         self.last_scale: Tensor | None = None
 
@@ -133,9 +134,7 @@ class BatchedCollection:
         view = None if self.groups == 1 else x.view(shape)
         threshold = self._threshold(x, view)
         self.gathered.append(threshold)
-        scale = self.last_scale = self.proxies[0].scale_from_threshold(
-            threshold, self.divisor
-        )  # 0-dim, or (1, G, 1) like the threshold
+        scale = self.last_scale = self.to_scale(threshold)
         source, target = (x, out) if view is None else (view, out.view(shape))
         scratch = None
         if record is not None and self.groups == 1:
