@@ -6,9 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from quantframe.calibrate import calibration_mode, compute_encodings
-from quantframe.layers import QuantConv2d, QuantIdentity, QuantReLU
-from quantframe.quantizers import ShiftedUint8ActPerTensorFloat
+from quantframe.calibrate import calibration_mode, compute_encodings, quantization_disabled
+from quantframe.layers import QuantConv2d, QuantIdentity, QuantLinear, QuantLSTM, QuantReLU
+from quantframe.quantizers import (
+    Int8ActPerTensorFloat,
+    Int8WeightPerChannelFloat,
+    Int32Bias,
+    ShiftedUint8ActPerTensorFloat,
+)
 
 
 def model_and_batches():
@@ -59,3 +64,25 @@ def test_calibrating_without_data_or_quantizers_fails_clearly():
         pass
     with pytest.raises(ValueError, match="nothing to calibrate"), calibration_mode(nn.Linear(2, 2)):
         pass
+
+
+def test_quantization_disabled_makes_quantized_layers_compute_their_float_function():
+    torch.manual_seed(0)
+    conv = QuantConv2d(3, 4, 3, weight_bit_width=2, bias_quant=Int32Bias, input_quant=Int8ActPerTensorFloat)
+    head = QuantLinear(4 * 6 * 6, 5, weight_quant=Int8WeightPerChannelFloat, weight_bit_width=2)
+    model = nn.Sequential(QuantIdentity(return_quant_tensor=True), conv, QuantReLU(bit_width=2), nn.Flatten(), head)
+    model.eval()
+    reference = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 5))
+    reference[0].load_state_dict(conv.state_dict(), strict=False)
+    reference[3].load_state_dict(model[4].state_dict(), strict=False)
+    float_lstm = nn.LSTM(4, 6)
+    lstm = QuantLSTM(4, 6, weight_bit_width=2).eval()
+    lstm.load_state_dict(float_lstm.state_dict(), strict=False)
+    x, seq = torch.randn(2, 3, 8, 8), torch.randn(5, 2, 4)
+    with torch.no_grad():
+        quantized = model(x)
+        with quantization_disabled(model), quantization_disabled(lstm):
+            torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(lstm(seq)[0], float_lstm(seq)[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model(x), quantized)  # restored on exit
+        assert (model(x) - reference(x)).abs().max() > 1e-3

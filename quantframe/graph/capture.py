@@ -52,6 +52,7 @@ ATEN_TO_TORCH: dict[Any, Callable] = {
     _aten.linear.default: F.linear,
     _aten.conv2d.default: F.conv2d,
     _aten.dropout.default: F.dropout,
+    _aten.pad.default: F.pad,
 }
 _IGNORED = {_aten._assert_tensor_metadata.default, _aten.sym_constrain_range_for_size.default}
 

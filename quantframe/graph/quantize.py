@@ -76,6 +76,11 @@ def quantize_model(
 def _quantize_graph(gm: fx.GraphModule, recipe: Recipe, tracer: str, model: nn.Module) -> fx.GraphModule:
     rewrite = Rewrite(gm, recipe)
     rewrite.run()
+    if rewrite.rejected:
+        warnings.warn(
+            "quantize_model: left float, the recipe's quantizer does not fit: " + "; ".join(rewrite.rejected),
+            stacklevel=3,
+        )
     gm.quantization_info = _info(model, f"torch.{tracer}", recipe, rewrite.notes, rewrite.folded)
     gm.unquantized_modules = [
         f"{name} ({type(gm.get_submodule(name)).__name__})" for name in rewrite.notes if _is_module(gm, name)

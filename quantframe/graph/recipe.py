@@ -16,6 +16,7 @@ from quantframe.quantizers import (
     Int8WeightPerChannelFixedPoint,
     Int8WeightPerChannelFloat,
     Int32Bias,
+    ShiftedUint8ActPerTensorFloat,
     Uint8ActPerTensorFixedPoint,
     Uint8ActPerTensorFloat,
 )
@@ -31,7 +32,10 @@ class Recipe(BaseModel):
       Conv/Linear/matmul data input. `layer_input_quant`: put that quantizer inside the layer
       (`input_quant=`) rather than on the graph edge (Brevitas's layerwise flow).
       `quantize_layer_outputs`: a layer output no quantizer reads directly is quantized (what an
-      integer kernel such as QLinearConv needs: a classifier head, a conv before a GELU).
+      integer kernel such as QLinearConv needs: a classifier head, a conv before a GELU), by
+      `layer_output_quant`. Its default is asymmetric uint8: onnxruntime's U8U8 precision mode
+      (x86 without VNNI) cannot convert an int8 QuantizeLinear read by several nodes to uint8, and
+      the conv before it would then stay float.
     - `quantize_activations`: ReLU/ReLU6/Hardtanh become quantized activations.
     - `align_eltwise`: the inputs of each residual add and each cat share one quantizer (equal
       scales: the sum needs no requantization). `quantize_mul`: both inputs of a product of two
@@ -46,6 +50,7 @@ class Recipe(BaseModel):
     weight_quant: Any = Int8WeightPerChannelFloat
     act_quant: Any = Uint8ActPerTensorFloat
     signed_act_quant: Any = Int8ActPerTensorFloat
+    layer_output_quant: Any = ShiftedUint8ActPerTensorFloat
     bias_quant: Any = Int32Bias
     weight_bit_width: int | None = None
     act_bit_width: int | None = None
@@ -107,6 +112,7 @@ RECIPES: dict[str, Recipe] = {
         weight_quant=Int8WeightPerChannelFixedPoint,
         act_quant=Uint8ActPerTensorFixedPoint,
         signed_act_quant=Int8ActPerTensorFixedPoint,
+        layer_output_quant=Int8ActPerTensorFixedPoint,
     ),
 }
 

@@ -23,7 +23,14 @@ from torch import fx, nn
 
 from quantframe.graph.fold import BATCH_NORMS, can_fold, fold_batch_norm
 from quantframe.graph.recipe import Recipe
-from quantframe.graph.twins import LAYER_TYPES, RELU_LIKE, activation_twin, edge_quantizer, layer_twin
+from quantframe.graph.twins import (
+    LAYER_TYPES,
+    RELU_LIKE,
+    accumulator_bias_impossible,
+    activation_twin,
+    edge_quantizer,
+    layer_twin,
+)
 from quantframe.layers import QuantCat, QuantEltwiseAdd, QuantIdentity, QuantReLU, QuantReLU6
 from quantframe.layers.base import plain
 from quantframe.tensor import QuantTensor
@@ -58,6 +65,7 @@ class Rewrite:
     used_names: set[str] = field(default_factory=set)
     layers: list[fx.Node] = field(default_factory=list)  # the quantized Conv/Linear/matmul nodes
     float_readers: set[fx.Node] = field(default_factory=set)  # ops that read tensors, never QuantTensors
+    rejected: list[str] = field(default_factory=list)  # layers left float: the recipe's quantizer does not fit
 
     # ------------------------------------------------------------------ helpers
 
@@ -130,11 +138,16 @@ class Rewrite:
     # ------------------------------------------------------------------ the pass
 
     def run(self) -> None:
+        if accumulator_bias_impossible(self.recipe):
+            self.notes["bias"] = (
+                f"biases stay float: {self.recipe.bias_quant.__name__} needs a weight scale per output "
+                f"channel, {self.recipe.weight_quant.__name__} scales per group"
+            )
         if self.recipe.fold_batch_norm:
             self.fold_batch_norms()
         for node in list(self.gm.graph.nodes):
             self.visit(node)
-        if self.recipe.quantize_layer_outputs and self.recipe.signed_act_quant is not None:
+        if self.recipe.quantize_layer_outputs and self.recipe.layer_output_quant is not None:
             for node in self.layers:
                 self.quantize_output(node)
         self.gm.graph.eliminate_dead_code()
@@ -172,7 +185,7 @@ class Rewrite:
         elif self.kept_float(node.target if module is not None else self.name_of(node), module):
             self.unwrap_inputs(node)
             self.notes[self.name_of(node)] = "keep_float"
-        elif isinstance(module, RELU_LIKE) or node.target in RELU_FUNCTIONS or _is_method(node, "relu"):
+        elif isinstance(module, RELU_LIKE) or node.target in RELU_FUNCTIONS or _is_method(node, "relu", "relu_"):
             self.visit_relu(node, module)
         elif _is_movement(node, module):
             self.visit_movement(node)
@@ -200,7 +213,7 @@ class Rewrite:
             return
         if not node.users:
             return
-        name = f"input_quant_{node.name}" if node.name != "x" else "input_quant"
+        name = self.unique(f"input_quant_{node.name}")
         quantizer = edge_quantizer(self.recipe, self.recipe.signed_act_quant, self.gm.training)
         self.gm.add_submodule(name, quantizer)
         users = list(node.users)
@@ -217,14 +230,18 @@ class Rewrite:
             self.notes[node.target] = "keep_float"
             return
         value = node.args[0] if node.args else None
-        input_quant = None
         is_embedding = isinstance(module, nn.Embedding)
-        if not is_embedding and recipe.quantize_layer_inputs and recipe.signed_act_quant is not None:
-            if recipe.layer_input_quant:
-                input_quant = self.input_quant(value)
-            elif isinstance(value, fx.Node) and value not in self.on_grid:
-                self.quantize_edge(value, node, "input")
-        twin = layer_twin(module, recipe, input_quant)
+        quantize_input = not is_embedding and recipe.quantize_layer_inputs and recipe.signed_act_quant is not None
+        input_quant = self.input_quant(value) if quantize_input and recipe.layer_input_quant else None
+        try:
+            twin = layer_twin(module, recipe, input_quant)
+        except ValueError as error:  # a quantizer this layer cannot take (a group larger than its inputs)
+            self.unwrap_inputs(node)
+            self.notes[node.target] = f"{type(module).__name__}: {error}"
+            self.rejected.append(f"{node.target}: {error}")
+            return
+        if quantize_input and not recipe.layer_input_quant and isinstance(value, fx.Node) and value not in self.on_grid:
+            self.quantize_edge(value, node, "input")
         if not is_embedding and _needs_input_scale(twin) and input_quant is None and node.args[0] not in self.on_grid:
             raise ValueError(
                 f"quantize_model: {node.target} ({type(module).__name__}): bias_quant={recipe.bias_quant.__name__} "
@@ -236,13 +253,14 @@ class Rewrite:
             self.layers.append(node)
 
     def quantize_output(self, node: fx.Node) -> None:
-        """A layer whose output no quantizer reads directly gets one after it: an integer kernel
-        (QLinearConv, QLinearMatMul) needs its output quantized (a classifier head, a conv before GELU)."""
-        readers = [user for user in node.users if not self.quantizes_input(user)]
-        if not readers:
-            return
+        """A layer whose output is not read by exactly one quantizer gets one after it, read by all its
+        users: an integer kernel (QLinearConv, QLinearMatMul) needs its output quantized once (a
+        classifier head, a conv before a GELU, a conv read by a cat and a BatchNorm)."""
+        readers = list(node.users)
+        if len(readers) == 1 and self.quantizes_input(readers[0]):
+            return  # (two quantizers reading it would each need the float output: no integer kernel)
         name = self.unique(f"{node.target if node.op == 'call_module' else self.scope(node)}_output_quant")
-        quantizer = edge_quantizer(self.recipe, self.recipe.signed_act_quant, self.gm.training)
+        quantizer = edge_quantizer(self.recipe, self.recipe.layer_output_quant, self.gm.training)
         self.gm.add_submodule(name, quantizer)
         with self.gm.graph.inserting_after(node):
             new = self.gm.graph.call_module(name, (node,))
@@ -268,7 +286,7 @@ class Rewrite:
         if module is not None:
             _replace_module(self.gm, node.target, activation_twin(module, self.recipe, return_quant_tensor=True))
         else:
-            float_type = nn.ReLU if _is_method(node, "relu") else RELU_FUNCTIONS[node.target]
+            float_type = nn.ReLU if node.op == "call_method" else RELU_FUNCTIONS[node.target]
             twin = activation_twin(float_type(), self.recipe, return_quant_tensor=True)
             new = self.insert_module(node, self.scope(node), twin, (node.args[0],))
             node.replace_all_uses_with(new)
@@ -330,6 +348,10 @@ def _is_method(node: fx.Node, *names: str) -> bool:
 def _is_movement(node: fx.Node, module: nn.Module | None) -> bool:
     if module is not None:
         return isinstance(module, MOVEMENT_MODULES)
+    if node.op == "call_function" and node.target is F.pad:  # zero padding adds level 0
+        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+        fill = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
+        return mode == "constant" and not fill
     return (node.op == "call_function" and node.target in MOVEMENT_FUNCTIONS) or _is_method(node, *MOVEMENT_METHODS)
 
 

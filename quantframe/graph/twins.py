@@ -57,10 +57,20 @@ def weight_settings(recipe: Recipe, with_bias: bool = True) -> dict[str, Any]:
     if recipe.weight_quant is not None:
         settings |= _bits(recipe, "weight_bit_width", "weight_bit_width")
     if with_bias:
-        settings["bias_quant"] = recipe.bias_quant
-        if recipe.bias_quant is not None:
+        settings["bias_quant"] = None if accumulator_bias_impossible(recipe) else recipe.bias_quant
+        if settings["bias_quant"] is not None:
             settings |= _bits(recipe, "bias_bit_width", "bias_bit_width")
     return settings
+
+
+def accumulator_bias_impossible(recipe: Recipe) -> bool:
+    """A bias on the accumulator grid (input scale x weight scale) needs one weight scale per output
+    channel; per-group weights have several, so their layers keep a float bias (noted in the report)."""
+    bias, weight = recipe.bias_quant, recipe.weight_quant
+    return bool(
+        bias is not None and weight is not None and getattr(bias, "requires_input_scale", False)
+        and getattr(weight, "scaling_per_group", False)
+    )
 
 
 def act_settings(recipe: Recipe, quant: Any, prefix: str = "") -> dict[str, Any]:
