@@ -12,6 +12,11 @@ weights, whose output channels are axis 1). The default opset is 13, the first w
 Activations above 8 bits need QuantizeLinear to produce int16, which ONNX allows from opset 21:
 with `opset_version=21` the graph is traced at opset 20 (the TorchScript exporter's newest) and its
 opset import raised to 21, which changes no op it emits; below 21 such an activation is an error.
+At opset 21, where DequantizeLinear reads 4-bit types, constant integers on a grid of <= 4 bits
+(weights) are stored as int4/uint4 instead, two per byte, and without their Clip: ONNX's Clip takes
+no 4-bit type, and the stored integers already lie on the grid (checked). The trace, at opset 20,
+cannot write 4-bit types, so `quantframe.export.int4` does it on the finished file. Activations keep
+their containers.
 QuantizeLinear rounds half to even, so an activation quantizer with another rounding rule, a
 binary activation, or a ternary one with a threshold other than 0.5 cannot be exported here (QONNX can).
 
@@ -34,11 +39,13 @@ from torch import Tensor, nn
 
 from quantframe.enums import QuantType
 from quantframe.export.fold import fold_batch_norm as fold
+from quantframe.export.int4 import store_4bit_weights
 from quantframe.export.onnx_graph import OnnxFormat, export_onnx
 from quantframe.export.params import QuantParams
 from quantframe.export.trace import emitted, emitted_from
 
 DEFAULT_OPSET = 13
+INT4_OPSET = 21  # DequantizeLinear reads int4/uint4 from here
 _TRACE_MAX_OPSET = 20
 
 
@@ -85,6 +92,8 @@ class QCDQFormat(OnnxFormat):
     def finish(self, model: onnx.ModelProto) -> None:
         if self.opset > self.trace_opset:
             raise_opset(model, self.opset)
+        if self.opset >= INT4_OPSET:
+            store_4bit_weights(model)
 
     def check(self, params: QuantParams) -> None:
         where = f"export_onnx_qcdq: quantizer '{params.name}'"
