@@ -77,7 +77,7 @@ def capture(model: nn.Module, example_inputs: Any = None, tracer: str | None = N
         if tracer == "fx":
             return _symbolic_trace(model)
         args, kwargs = _split(example_inputs)
-        exported = torch.export.export(model, args, kwargs, strict=False)
+        exported = torch.export.export(model, args, kwargs, strict=False, dynamic_shapes=_dynamic_batch(args, kwargs))
     except Exception as error:  # noqa: BLE001 - every tracer failure becomes one CaptureError
         raise CaptureError(f"torch.{'fx.symbolic_trace' if tracer == 'fx' else 'export'}", _where(model, error), error) from error
     return lift_modules(model, exported.module())
@@ -89,6 +89,22 @@ def _split(example_inputs: Any) -> tuple[tuple, dict]:
     if isinstance(example_inputs, tuple | list):
         return tuple(example_inputs), {}
     return (example_inputs,), {}
+
+
+def _dynamic_batch(args: tuple, kwargs: dict) -> tuple | dict:
+    """Every tensor input's first dimension left to the data (the graph then runs at any batch size,
+    unless the model itself fixes it)."""
+
+    def spec(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return {0: torch.export.Dim.AUTO} if value.dim() > 0 else None
+        if isinstance(value, tuple | list):
+            return type(value)(spec(v) for v in value)
+        if isinstance(value, dict):
+            return {k: spec(v) for k, v in value.items()}
+        return None
+
+    return {k: spec(v) for k, v in kwargs.items()} if not args else (*spec(args), *(spec(v) for v in kwargs.values()))
 
 
 class _LeafTracer(fx.Tracer):

@@ -9,7 +9,7 @@ from torch import fx, nn
 from quantframe.graph.capture import CaptureError, capture as capture_graph
 from quantframe.graph.recipe import Recipe, resolve_recipe
 from quantframe.graph.rewrite import Rewrite
-from quantframe.graph.twins import ACTIVATION_TYPES, LAYER_TYPES, NEUTRAL, activation_twin, layer_twin
+from quantframe.graph.twins import ACTIVATION_TYPES, NEUTRAL, activation_twin, layer_kind, layer_twin
 
 CAPTURE_MODES = ("auto", "export", "fx", "modules")
 
@@ -122,7 +122,7 @@ def _swap(parent: nn.Module, prefix: str, recipe: Recipe, notes: dict[str, str])
         if _kept_float(path, child, recipe):
             notes[path] = f"{type(child).__name__}: keep_float"
             continue
-        if type(child) in LAYER_TYPES:
+        if layer_kind(child) is not None:
             input_quant = recipe.signed_act_quant if recipe.quantize_layer_inputs and not isinstance(child, nn.Embedding) else None
             twin = layer_twin(child, recipe, input_quant)
         elif type(child) in ACTIVATION_TYPES and recipe.quantize_activations and recipe.act_quant is not None:

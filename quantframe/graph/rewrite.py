@@ -24,10 +24,10 @@ from torch import fx, nn
 from quantframe.graph.fold import BATCH_NORMS, can_fold, fold_batch_norm
 from quantframe.graph.recipe import Recipe
 from quantframe.graph.twins import (
-    LAYER_TYPES,
     RELU_LIKE,
     accumulator_bias_impossible,
     activation_twin,
+    layer_kind,
     edge_quantizer,
     layer_twin,
 )
@@ -180,7 +180,7 @@ class Rewrite:
             self.unwrap_inputs(node)
         elif node.op in ("get_attr",):
             return
-        elif isinstance(module, LAYER_TYPES):
+        elif module is not None and layer_kind(module) is not None:
             self.visit_layer(node, module)
         elif self.kept_float(node.target if module is not None else self.name_of(node), module):
             self.unwrap_inputs(node)

@@ -78,12 +78,21 @@ def act_settings(recipe: Recipe, quant: Any, prefix: str = "") -> dict[str, Any]
     return {} if quant is None else _bits(recipe, "act_bit_width", f"{prefix}bit_width")
 
 
+def layer_kind(module: nn.Module) -> type | None:
+    """The torch layer `module` is (a subclass counts when it keeps that layer's forward), or None."""
+    for base in LAYER_TYPES:
+        if isinstance(module, base) and type(module).forward is base.forward:
+            return base
+    return None
+
+
 def layer_twin(module: nn.Module, recipe: Recipe, input_quant: Any = None) -> nn.Module:
     """The quantized twin of a Conv*/ConvTranspose*/Linear/Embedding, with the float weights."""
+    kind = layer_kind(module)
     io: dict[str, Any] = {}
     if input_quant is not None:
         io = {"input_quant": input_quant, **act_settings(recipe, input_quant, "input_")}
-    if type(module) in CONV_TWINS:
+    if kind in CONV_TWINS:
         kwargs = dict(
             stride=module.stride,
             padding=module.padding,
@@ -94,17 +103,19 @@ def layer_twin(module: nn.Module, recipe: Recipe, input_quant: Any = None) -> nn
         )
         if isinstance(module, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
             kwargs["output_padding"] = module.output_padding
-        twin = CONV_TWINS[type(module)](
+        twin = CONV_TWINS[kind](
             module.in_channels, module.out_channels, module.kernel_size, **kwargs, **weight_settings(recipe), **io
         )
-    elif type(module) is nn.Linear:
+    elif kind is nn.Linear:
         twin = QuantLinear(
             module.in_features, module.out_features, bias=module.bias is not None, **weight_settings(recipe), **io
         )
-    else:
+    elif kind is nn.Embedding:
         twin = QuantEmbedding(
             module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx, **weight_settings(recipe, False)
         )
+    else:
+        raise TypeError(f"{type(module).__name__} has no quantized twin; layers with one: {[t.__name__ for t in LAYER_TYPES]}")
     twin.load_state_dict(module.state_dict(), strict=False)
     weight = module.weight
     return twin.to(device=weight.device, dtype=weight.dtype).train(module.training)

@@ -15,10 +15,10 @@ transformers = pytest.importorskip("transformers")
 SIZE = 32
 
 
-def _hf(model_name: str, config_name: str, **config: object) -> torch.nn.Module:
+def _hf(model_name: str, config_name: str, reinit: bool = False, **config: object) -> torch.nn.Module:
     torch.manual_seed(0)
     model = getattr(transformers, model_name)(getattr(transformers, config_name)(**config))
-    return reestimated(model, (4, 3, SIZE, SIZE))
+    return reestimated(model, (4, 3, SIZE, SIZE), reinit=reinit)
 
 
 ZOO = {
@@ -39,8 +39,8 @@ ZOO = {
         depth_multiplier=0.25, image_size=SIZE, num_labels=10,
     ),
     "efficientnet": lambda: _hf(
-        "EfficientNetForImageClassification", "EfficientNetConfig",
-        image_size=SIZE, width_coefficient=0.25, depth_coefficient=0.25, num_labels=10,
+        "EfficientNetForImageClassification", "EfficientNetConfig", reinit=True,
+        image_size=SIZE, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320, num_labels=10,
     ),
     "regnet": lambda: _hf(
         "RegNetForImageClassification", "RegNetConfig",
