@@ -13,6 +13,10 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPT_ARGS = {  # small settings for each example file; a new example adds its line here
     "digits_qat.py": (["--float-epochs", "1", "--qat-epochs", "1"], "accuracy"),
     "resnet18_qat.py": (["--steps", "2", "--batch", "2"], "step 1: loss"),
+    "quantize_pretrained_architecture.py": (
+        ["--batches", "2", "--batch-size", "8", "--size", "32"],
+        "output steps",
+    ),
 }
 
 
