@@ -133,16 +133,29 @@ def run_onnx_export(
                 custom_opsets=custom_opsets or None,
                 do_constant_folding=True,
             )
+            traced = _Called(model) if isinstance(model, torch.fx.GraphModule) else model
             with torch.no_grad():
                 if large:
-                    onnx_model = _export_through_file(model, positional, export_kwargs)
+                    onnx_model = _export_through_file(traced, positional, export_kwargs)
                 else:
                     buffer = io.BytesIO()
-                    torch.onnx.export(model, positional, buffer, **export_kwargs)
+                    torch.onnx.export(traced, positional, buffer, **export_kwargs)
                     onnx_model = onnx.load_from_string(buffer.getvalue())
     tidy(onnx_model, passes)
     rename_outputs(onnx_model, _names(output_names, len(onnx_model.graph.output), "output"), dynamic_batch)
     return onnx_model
+
+
+class _Called(torch.nn.Module):
+    """A module that calls `model`: torch's exporter takes anything with a `.graph` (a captured
+    `torch.fx.GraphModule`) for a ScriptModule and fails on its dynamic axes."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        return self.model(*args, **kwargs)
 
 
 def rename_outputs(model: onnx.ModelProto, names: list[str], dynamic_batch: bool) -> None:
