@@ -70,7 +70,9 @@ def test_quantization_disabled_makes_quantized_layers_compute_their_float_functi
     torch.manual_seed(0)
     conv = QuantConv2d(3, 4, 3, weight_bit_width=2, bias_quant=Int32Bias, input_quant=Int8ActPerTensorFloat)
     head = QuantLinear(4 * 6 * 6, 5, weight_quant=Int8WeightPerChannelFloat, weight_bit_width=2)
-    model = nn.Sequential(QuantIdentity(return_quant_tensor=True), conv, QuantReLU(bit_width=2), nn.Flatten(), head)
+    model = nn.Sequential(
+        QuantIdentity(return_quant_tensor=True), conv, QuantReLU(bit_width=2), nn.Flatten(), head
+    )
     model.eval()
     reference = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 5))
     reference[0].load_state_dict(conv.state_dict(), strict=False)

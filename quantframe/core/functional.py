@@ -1,4 +1,4 @@
-"""Binary and ternary quantization: the two grids without a round-clamp, each with a straight-through gradient."""
+"""Binary and ternary quantization: grids without a round-clamp, each with a straight-through gradient."""
 
 import torch
 from torch import Tensor

@@ -277,12 +277,24 @@ def onnxruntime_session(
 
 
 INTEGER_KERNELS = frozenset(
-    {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "MatMulIntegerToFloat", "QAttention"}
+    {
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "QGemm",
+        "MatMulIntegerToFloat",
+        "QAttention",
+    }
 )
-FLOAT_KERNELS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul"})
+FLOAT_KERNELS = frozenset(
+    {"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul"}
+)
 
 
-def optimized_op_types(path_or_bytes: str | Path | bytes | onnx.ModelProto, **session_kwargs: Any) -> dict[str, int]:
+def optimized_op_types(
+    path_or_bytes: str | Path | bytes | onnx.ModelProto, **session_kwargs: Any
+) -> dict[str, int]:
     """How many nodes of each op type the graph onnxruntime runs has (after its fusions), counted from
     the optimized model file it writes: the proof of which convolutions and matmuls run as integer
     kernels (`INTEGER_KERNELS`) and which in float (`FLOAT_KERNELS`)."""

@@ -77,9 +77,13 @@ def capture(model: nn.Module, example_inputs: Any = None, tracer: str | None = N
         if tracer == "fx":
             return _symbolic_trace(model)
         args, kwargs = _split(example_inputs)
-        exported = torch.export.export(model, args, kwargs, strict=False, dynamic_shapes=_dynamic_batch(args, kwargs))
+        exported = torch.export.export(
+            model, args, kwargs, strict=False, dynamic_shapes=_dynamic_batch(args, kwargs)
+        )
     except Exception as error:  # noqa: BLE001 - every tracer failure becomes one CaptureError
-        raise CaptureError(f"torch.{'fx.symbolic_trace' if tracer == 'fx' else 'export'}", _where(model, error), error) from error
+        raise CaptureError(
+            f"torch.{'fx.symbolic_trace' if tracer == 'fx' else 'export'}", _where(model, error), error
+        ) from error
     return lift_modules(model, exported.module())
 
 
@@ -104,7 +108,11 @@ def _dynamic_batch(args: tuple, kwargs: dict) -> tuple | dict:
             return {k: spec(v) for k, v in value.items()}
         return None
 
-    return {k: spec(v) for k, v in kwargs.items()} if not args else (*spec(args), *(spec(v) for v in kwargs.values()))
+    return (
+        {k: spec(v) for k, v in kwargs.items()}
+        if not args
+        else (*spec(args), *(spec(v) for v in kwargs.values()))
+    )
 
 
 class _LeafTracer(fx.Tracer):
@@ -128,7 +136,8 @@ def _where(model: nn.Module, error: BaseException) -> str:
         if isinstance(owner, nn.Module) and id(owner) in names:
             code = frame.f_code
             label = names[id(owner)] or "<model>"
-            found = f"{label} ({type(owner).__name__}.{code.co_name}, {code.co_filename.rsplit('/', 1)[-1]}:{line})"
+            file = code.co_filename.rsplit("/", 1)[-1]
+            found = f"{label} ({type(owner).__name__}.{code.co_name}, {file}:{line})"
     return found or type(model).__name__
 
 
@@ -169,7 +178,7 @@ def lift_modules(model: nn.Module, exported: fx.GraphModule) -> fx.GraphModule:
         if path is not None:
             if path not in done:
                 done.add(path)
-                entry, = _group_inputs(exported.graph, groups, path)
+                (entry,) = _group_inputs(exported.graph, groups, path)
                 out = graph.call_module(path, (env[entry],))
                 out.meta = dict(node.meta)
                 for member in (n for n, p in groups.items() if p == path):

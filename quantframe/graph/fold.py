@@ -1,7 +1,8 @@
 """BatchNorm folding: a BatchNorm in eval form after a convolution, merged into its weight and bias.
 
     y = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta
-      = conv'(x) + b',  W' = W * gamma / sqrt(var + eps) (per output channel),  b' = (b - mean) * gamma / sqrt(var + eps) + beta
+      = conv'(x) + b',  W' = W * f (per output channel),  b' = (b - mean) * f + beta,
+    f = gamma / sqrt(var + eps)
 
 Exact up to float rounding; computed in float64 so the folded layer matches the pair to ~1e-7.
 """

@@ -6,7 +6,8 @@ from typing import Any
 
 from torch import fx, nn
 
-from quantframe.graph.capture import CaptureError, capture as capture_graph
+from quantframe.graph.capture import CaptureError
+from quantframe.graph.capture import capture as capture_graph
 from quantframe.graph.recipe import Recipe, resolve_recipe
 from quantframe.graph.rewrite import Rewrite
 from quantframe.graph.twins import ACTIVATION_TYPES, NEUTRAL, activation_twin, layer_kind, layer_twin
@@ -38,9 +39,13 @@ def quantize_model(
     stopped (`capture="export"` / `"fx"`: an error; `"modules"`: no capture).
     """
     if capture not in CAPTURE_MODES:
-        raise ValueError(f"quantize_model: capture={capture!r}; allowed: {', '.join(map(repr, CAPTURE_MODES))}")
+        raise ValueError(
+            f"quantize_model: capture={capture!r}; allowed: {', '.join(map(repr, CAPTURE_MODES))}"
+        )
     if capture == "export" and example_inputs is None:
-        raise ValueError("quantize_model: capture='export' needs example_inputs (a tuple, a dict or a tensor)")
+        raise ValueError(
+            "quantize_model: capture='export' needs example_inputs (a tuple, a dict or a tensor)"
+        )
     overrides = dict(
         weight_bit_width=weight_bit_width,
         act_bit_width=act_bit_width,
@@ -69,7 +74,12 @@ def quantize_model(
                 stacklevel=2,
             )
         else:
-            return _quantize_graph(graph.train(model.training), chosen, tracer or ("export" if example_inputs is not None else "fx"), model)
+            return _quantize_graph(
+                graph.train(model.training),
+                chosen,
+                tracer or ("export" if example_inputs is not None else "fx"),
+                model,
+            )
     return _swap_modules(source, chosen)
 
 
@@ -97,7 +107,13 @@ def _is_module(gm: fx.GraphModule, name: str) -> bool:
 
 
 def _info(model: nn.Module, capture: str, recipe: Recipe, notes: dict, folded: dict) -> dict[str, Any]:
-    return {"model": type(model).__name__, "capture": capture, "recipe": recipe.name, "notes": notes, "folded": folded}
+    return {
+        "model": type(model).__name__,
+        "capture": capture,
+        "recipe": recipe.name,
+        "notes": notes,
+        "folded": folded,
+    }
 
 
 def _swap_modules(model: nn.Module, recipe: Recipe) -> nn.Module:
@@ -111,7 +127,10 @@ def _swap_modules(model: nn.Module, recipe: Recipe) -> nn.Module:
     model.unquantized_modules = [f"{name} ({reason.split(':')[0]})" for name, reason in notes.items()]
     model.quantization_info = _info(model, "modules", recipe, notes, {})
     if notes:
-        warnings.warn(f"quantize_model: left float (no quantized twin): {', '.join(model.unquantized_modules)}", stacklevel=3)
+        warnings.warn(
+            f"quantize_model: left float (no quantized twin): {', '.join(model.unquantized_modules)}",
+            stacklevel=3,
+        )
     return model
 
 
@@ -123,7 +142,11 @@ def _swap(parent: nn.Module, prefix: str, recipe: Recipe, notes: dict[str, str])
             notes[path] = f"{type(child).__name__}: keep_float"
             continue
         if layer_kind(child) is not None:
-            input_quant = recipe.signed_act_quant if recipe.quantize_layer_inputs and not isinstance(child, nn.Embedding) else None
+            input_quant = (
+                recipe.signed_act_quant
+                if recipe.quantize_layer_inputs and not isinstance(child, nn.Embedding)
+                else None
+            )
             twin = layer_twin(child, recipe, input_quant)
         elif type(child) in ACTIVATION_TYPES and recipe.quantize_activations and recipe.act_quant is not None:
             twin = activation_twin(child, recipe)

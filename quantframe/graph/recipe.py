@@ -78,7 +78,9 @@ class Recipe(BaseModel):
         items = (keep,) if isinstance(keep, str | type) else tuple(keep)
         for item in items:
             if not (isinstance(item, str) or (isinstance(item, type) and issubclass(item, nn.Module))):
-                raise ValueError(f"keep_float entries are module names (fnmatch patterns) or nn.Module types, got {item!r}")
+                raise ValueError(
+                    f"keep_float entries are module names (fnmatch patterns) or nn.Module types, got {item!r}"
+                )
         return items
 
 
@@ -121,9 +123,13 @@ def resolve_recipe(recipe: str | Recipe, overrides: dict[str, Any]) -> Recipe:
     """`recipe` (a name of `RECIPES` or a `Recipe`) with the explicitly given (not None) `overrides`."""
     if isinstance(recipe, str):
         if recipe not in RECIPES:
-            raise ValueError(f"quantize_model: recipe={recipe!r} is not a recipe; allowed: {sorted(RECIPES)} or a Recipe")
+            raise ValueError(
+                f"quantize_model: recipe={recipe!r} is not a recipe; allowed: {sorted(RECIPES)} or a Recipe"
+            )
         recipe = RECIPES[recipe]
     elif not isinstance(recipe, Recipe):
-        raise TypeError(f"quantize_model: recipe must be a name {sorted(RECIPES)} or a Recipe, got {recipe!r}")
+        raise TypeError(
+            f"quantize_model: recipe must be a name {sorted(RECIPES)} or a Recipe, got {recipe!r}"
+        )
     given = {k: v for k, v in overrides.items() if v is not None}
     return Recipe.model_validate({**recipe.model_dump(), **given}) if given else recipe

@@ -56,14 +56,16 @@ class QuantizationReport(BaseModel):
         rows = [("op", "name", "quantized", "details")]
         for entry in self.quantized:
             bits = ", ".join(
-                f"{slot} {info.bit_width if info.bit_width is not None else '?'}b {'s' if info.signed else 'u'}"
+                f"{slot} {'?' if info.bit_width is None else info.bit_width}b {'s' if info.signed else 'u'}"
                 for slot, info in entry.quantizers.items()
             )
             rows.append((entry.op, entry.name, "yes", bits + (" (aligned)" if entry.aligned else "")))
         rows += [(entry.op, entry.name, "float", entry.reason) for entry in self.float_ops]
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = [f"{self.model}: captured by {self.capture}, recipe {self.recipe!r}"]
-        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        lines += [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+        ]
         lines.append(f"{len(self.quantized)} quantized, {len(self.float_ops)} float")
         return "\n".join(lines)
 
@@ -118,13 +120,19 @@ def report(model: nn.Module) -> QuantizationReport:
     )
 
 
-def _entry(gm: fx.GraphModule, node: fx.Node, notes: dict[str, str], quantized: list, float_ops: list) -> None:
+def _entry(
+    gm: fx.GraphModule, node: fx.Node, notes: dict[str, str], quantized: list, float_ops: list
+) -> None:
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
         quantizers = _quantizers(module)
         if quantizers:
             aligned = isinstance(module, QuantEltwiseAdd | QuantCat)
-            quantized.append(QuantizedOp(name=node.target, op=_label(module, node.target), quantizers=quantizers, aligned=aligned))
+            quantized.append(
+                QuantizedOp(
+                    name=node.target, op=_label(module, node.target), quantizers=quantizers, aligned=aligned
+                )
+            )
         elif node.target in notes:
             float_ops.append(FloatOp(name=node.target, op=type(module).__name__, reason=notes[node.target]))
     elif node.op in ("call_function", "call_method") and node.name in notes:

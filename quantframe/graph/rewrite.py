@@ -27,16 +27,33 @@ from quantframe.graph.twins import (
     RELU_LIKE,
     accumulator_bias_impossible,
     activation_twin,
-    layer_kind,
     edge_quantizer,
+    layer_kind,
     layer_twin,
 )
 from quantframe.layers import QuantCat, QuantEltwiseAdd, QuantIdentity, QuantReLU, QuantReLU6
 from quantframe.layers.base import plain
 from quantframe.tensor import QuantTensor
 
-MOVEMENT_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, F.max_pool2d, F.max_pool1d, F.dropout}
-MOVEMENT_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze"}
+MOVEMENT_FUNCTIONS = {
+    torch.flatten,
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    F.max_pool2d,
+    F.max_pool1d,
+    F.dropout,
+}
+MOVEMENT_METHODS = {
+    "view",
+    "reshape",
+    "flatten",
+    "permute",
+    "transpose",
+    "contiguous",
+    "squeeze",
+    "unsqueeze",
+}
 MOVEMENT_MODULES = (nn.Flatten, nn.Identity, nn.Dropout, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 QT_SAFE_METHODS = MOVEMENT_METHODS | {"size", "dim"}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -65,7 +82,9 @@ class Rewrite:
     used_names: set[str] = field(default_factory=set)
     layers: list[fx.Node] = field(default_factory=list)  # the quantized Conv/Linear/matmul nodes
     float_readers: set[fx.Node] = field(default_factory=set)  # ops that read tensors, never QuantTensors
-    rejected: list[str] = field(default_factory=list)  # layers left float: the recipe's quantizer does not fit
+    rejected: list[str] = field(
+        default_factory=list
+    )  # layers left float: the recipe's quantizer does not fit
 
     # ------------------------------------------------------------------ helpers
 
@@ -131,7 +150,11 @@ class Rewrite:
     def input_quant(self, value: fx.Node) -> Any:
         """The quantizer an activation gets: unsigned after a sigmoid (values in [0, 1]), else signed."""
         module = self.module(value)
-        if isinstance(module, nn.Sigmoid | nn.Hardsigmoid) or value.target in (torch.sigmoid, F.sigmoid, F.hardsigmoid):
+        if isinstance(module, nn.Sigmoid | nn.Hardsigmoid) or value.target in (
+            torch.sigmoid,
+            F.sigmoid,
+            F.hardsigmoid,
+        ):
             return self.recipe.act_quant or self.recipe.signed_act_quant
         return self.recipe.signed_act_quant
 
@@ -185,7 +208,11 @@ class Rewrite:
         elif self.kept_float(node.target if module is not None else self.name_of(node), module):
             self.unwrap_inputs(node)
             self.notes[self.name_of(node)] = "keep_float"
-        elif isinstance(module, RELU_LIKE) or node.target in RELU_FUNCTIONS or _is_method(node, "relu", "relu_"):
+        elif (
+            isinstance(module, RELU_LIKE)
+            or node.target in RELU_FUNCTIONS
+            or _is_method(node, "relu", "relu_")
+        ):
             self.visit_relu(node, module)
         elif _is_movement(node, module):
             self.visit_movement(node)
@@ -231,7 +258,9 @@ class Rewrite:
             return
         value = node.args[0] if node.args else None
         is_embedding = isinstance(module, nn.Embedding)
-        quantize_input = not is_embedding and recipe.quantize_layer_inputs and recipe.signed_act_quant is not None
+        quantize_input = (
+            not is_embedding and recipe.quantize_layer_inputs and recipe.signed_act_quant is not None
+        )
         input_quant = self.input_quant(value) if quantize_input and recipe.layer_input_quant else None
         try:
             twin = layer_twin(module, recipe, input_quant)
@@ -240,12 +269,23 @@ class Rewrite:
             self.notes[node.target] = f"{type(module).__name__}: {error}"
             self.rejected.append(f"{node.target}: {error}")
             return
-        if quantize_input and not recipe.layer_input_quant and isinstance(value, fx.Node) and value not in self.on_grid:
+        if (
+            quantize_input
+            and not recipe.layer_input_quant
+            and isinstance(value, fx.Node)
+            and value not in self.on_grid
+        ):
             self.quantize_edge(value, node, "input")
-        if not is_embedding and _needs_input_scale(twin) and input_quant is None and node.args[0] not in self.on_grid:
+        if (
+            not is_embedding
+            and _needs_input_scale(twin)
+            and input_quant is None
+            and node.args[0] not in self.on_grid
+        ):
             raise ValueError(
-                f"quantize_model: {node.target} ({type(module).__name__}): bias_quant={recipe.bias_quant.__name__} "
-                "puts the bias on the accumulator grid, which needs a quantized input, but this recipe leaves "
+                f"quantize_model: {node.target} ({type(module).__name__}): "
+                f"bias_quant={recipe.bias_quant.__name__} puts the bias on the accumulator grid, which "
+                "needs a quantized input, but this recipe leaves "
                 "the layer's input float; set quantize_layer_inputs=True or bias_quant=None"
             )
         _replace_module(self.gm, node.target, twin)
@@ -284,7 +324,9 @@ class Rewrite:
             self.notes.setdefault(self.name_of(node), "activations are not quantized in this recipe")
             return
         if module is not None:
-            _replace_module(self.gm, node.target, activation_twin(module, self.recipe, return_quant_tensor=True))
+            _replace_module(
+                self.gm, node.target, activation_twin(module, self.recipe, return_quant_tensor=True)
+            )
         else:
             float_type = nn.ReLU if node.op == "call_method" else RELU_FUNCTIONS[node.target]
             twin = activation_twin(float_type(), self.recipe, return_quant_tensor=True)
@@ -338,7 +380,12 @@ def _replace_module(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
 
 def _needs_input_scale(layer: nn.Module) -> bool:
     bias_quant = getattr(layer, "bias_quant", None)
-    return bool(getattr(layer, "bias", None) is not None and bias_quant is not None and bias_quant.is_quant_enabled and bias_quant.requires_input_scale)
+    return bool(
+        getattr(layer, "bias", None) is not None
+        and bias_quant is not None
+        and bias_quant.is_quant_enabled
+        and bias_quant.requires_input_scale
+    )
 
 
 def _is_method(node: fx.Node, *names: str) -> bool:
@@ -352,7 +399,9 @@ def _is_movement(node: fx.Node, module: nn.Module | None) -> bool:
         mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
         fill = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
         return mode == "constant" and not fill
-    return (node.op == "call_function" and node.target in MOVEMENT_FUNCTIONS) or _is_method(node, *MOVEMENT_METHODS)
+    return (node.op == "call_function" and node.target in MOVEMENT_FUNCTIONS) or _is_method(
+        node, *MOVEMENT_METHODS
+    )
 
 
 def _is_activation(value: Any) -> bool:

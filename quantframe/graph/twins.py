@@ -68,7 +68,9 @@ def accumulator_bias_impossible(recipe: Recipe) -> bool:
     channel; per-group weights have several, so their layers keep a float bias (noted in the report)."""
     bias, weight = recipe.bias_quant, recipe.weight_quant
     return bool(
-        bias is not None and weight is not None and getattr(bias, "requires_input_scale", False)
+        bias is not None
+        and weight is not None
+        and getattr(bias, "requires_input_scale", False)
         and getattr(weight, "scaling_per_group", False)
     )
 
@@ -104,18 +106,33 @@ def layer_twin(module: nn.Module, recipe: Recipe, input_quant: Any = None) -> nn
         if isinstance(module, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
             kwargs["output_padding"] = module.output_padding
         twin = CONV_TWINS[kind](
-            module.in_channels, module.out_channels, module.kernel_size, **kwargs, **weight_settings(recipe), **io
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            **kwargs,
+            **weight_settings(recipe),
+            **io,
         )
     elif kind is nn.Linear:
         twin = QuantLinear(
-            module.in_features, module.out_features, bias=module.bias is not None, **weight_settings(recipe), **io
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            **weight_settings(recipe),
+            **io,
         )
     elif kind is nn.Embedding:
         twin = QuantEmbedding(
-            module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx, **weight_settings(recipe, False)
+            module.num_embeddings,
+            module.embedding_dim,
+            padding_idx=module.padding_idx,
+            **weight_settings(recipe, False),
         )
     else:
-        raise TypeError(f"{type(module).__name__} has no quantized twin; layers with one: {[t.__name__ for t in LAYER_TYPES]}")
+        raise TypeError(
+            f"{type(module).__name__} has no quantized twin; layers with one: "
+            f"{[t.__name__ for t in LAYER_TYPES]}"
+        )
     twin.load_state_dict(module.state_dict(), strict=False)
     weight = module.weight
     return twin.to(device=weight.device, dtype=weight.dtype).train(module.training)
@@ -135,11 +152,17 @@ def activation_twin(module: nn.Module, recipe: Recipe, return_quant_tensor: bool
         twin = QuantTanh(act_quant=signed, **act_settings(recipe, signed), **common)
     else:
         twin = QuantHardTanh(
-            act_quant=signed, min_val=module.min_val, max_val=module.max_val, **act_settings(recipe, signed), **common
+            act_quant=signed,
+            min_val=module.min_val,
+            max_val=module.max_val,
+            **act_settings(recipe, signed),
+            **common,
         )
     return twin.train(module.training)
 
 
 def edge_quantizer(recipe: Recipe, quant: Any, training: bool) -> QuantIdentity:
     """A quantizer on a graph edge (model input, layer input, operand of an add / cat / product)."""
-    return QuantIdentity(act_quant=quant, return_quant_tensor=True, **act_settings(recipe, quant)).train(training)
+    return QuantIdentity(act_quant=quant, return_quant_tensor=True, **act_settings(recipe, quant)).train(
+        training
+    )

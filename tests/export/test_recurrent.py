@@ -151,13 +151,21 @@ def test_weight_only_lstm_w_and_r_share_each_gates_scale(one_for_all_gates):
     model = QuantLSTM(INPUT, HIDDEN, **WEIGHT_ONLY, shared_intra_layer_weight_quant=one_for_all_gates).eval()
     exported = export_onnx_qcdq(model, example(model, False), opset_version=14)
     lstm = next(n for n in exported.graph.node if n.op_type == "LSTM")
-    (w_scale,), (r_scale,) = dequantized_scales(exported, lstm.input[1]), dequantized_scales(exported, lstm.input[2])
+    (w_scale,), (r_scale,) = (
+        dequantized_scales(exported, lstm.input[1]),
+        dequantized_scales(exported, lstm.input[2]),
+    )
     np.testing.assert_array_equal(w_scale, r_scale)
     layer = model.layers[0][0]
     gates = [getattr(layer, f"{g}_gate_params") for g in ("input", "forget", "cell", "output")]
-    maxima = [max(g.input_weight.weight.abs().max().item(), g.hidden_weight.weight.abs().max().item()) for g in gates]
+    maxima = [
+        max(g.input_weight.weight.abs().max().item(), g.hidden_weight.weight.abs().max().item())
+        for g in gates
+    ]
     expected = [max(maxima)] * 4 if one_for_all_gates else maxima
-    np.testing.assert_allclose(sorted(set(w_scale.tolist())), sorted(set(m / 127 for m in expected)), rtol=1e-6)
+    np.testing.assert_allclose(
+        sorted(set(w_scale.tolist())), sorted(set(m / 127 for m in expected)), rtol=1e-6
+    )
     assert len(set(w_scale.tolist())) == (1 if one_for_all_gates else 4)
 
 

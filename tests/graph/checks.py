@@ -65,7 +65,11 @@ def _constant(node: onnx.NodeProto, made_by: dict, constants: dict) -> bool:
     """A Constant, or a value computed from constants only (a bias's DequantizeLinear)."""
     if node.op_type == "Constant":
         return True
-    return all(i in constants or (i in made_by and _constant(made_by[i], made_by, constants)) for i in node.input if i)
+    return all(
+        i in constants or (i in made_by and _constant(made_by[i], made_by, constants))
+        for i in node.input
+        if i
+    )
 
 
 def check_no_float_add_between_quantized(exported: onnx.ModelProto) -> None:
@@ -76,10 +80,15 @@ def check_no_float_add_between_quantized(exported: onnx.ModelProto) -> None:
     for node in exported.graph.node:
         if node.op_type not in ("Add", "Concat"):
             continue
-        sources = [made_by[i] for i in node.input if i in made_by and not _constant(made_by[i], made_by, constants)]
+        sources = [
+            made_by[i] for i in node.input if i in made_by and not _constant(made_by[i], made_by, constants)
+        ]
         if not any(s.op_type == "DequantizeLinear" for s in sources):
             continue  # float arithmetic inside a float op (a LayerNorm's affine add)
-        assert all(s.op_type == "DequantizeLinear" for s in sources), (node.name, [s.op_type for s in sources])
+        assert all(s.op_type == "DequantizeLinear" for s in sources), (
+            node.name,
+            [s.op_type for s in sources],
+        )
         scales = [constants[s.input[1]] for s in sources]
         assert all(np.array_equal(scales[0], s) for s in scales), (node.name, scales)
 

@@ -78,7 +78,9 @@ def _layers(model: nn.Module, layer_type: type) -> dict[str, nn.Module]:
 def test_default_recipe_quantizes_inputs_weights_activations_and_aligns_adds():
     source, x = _functional()
     model = quantize_model(source, (x,))
-    assert set(_layers(model, QuantConv2d)) == {"conv1", "conv2"} and set(_layers(model, QuantLinear)) == {"fc"}
+    assert set(_layers(model, QuantConv2d)) == {"conv1", "conv2"} and set(_layers(model, QuantLinear)) == {
+        "fc"
+    }
     assert not _layers(model, nn.BatchNorm2d)  # folded into conv1
     assert model.quantization_info["folded"] == {"bn1": "conv1"}
     adds = _layers(model, QuantEltwiseAdd)
@@ -162,13 +164,20 @@ class Wide(nn.Module):
 def test_custom_recipe_with_per_group_4_bit_weights():
     torch.manual_seed(0)
     source, x = Wide().eval(), torch.randn(2, 3, 8, 8)
-    recipe = RECIPES["onnx"].model_copy(update={"weight_quant": Int8WeightPerGroupFloat, "weight_bit_width": 4})
-    with pytest.warns(UserWarning, match=r"stem: .*group_size = 32 does not divide the weight's 3 input channels"):
+    recipe = RECIPES["onnx"].model_copy(
+        update={"weight_quant": Int8WeightPerGroupFloat, "weight_bit_width": 4}
+    )
+    with pytest.warns(
+        UserWarning, match=r"stem: .*group_size = 32 does not divide the weight's 3 input channels"
+    ):
         model = quantize_model(source, (x,), recipe=recipe)
     calibrate(model, (4, 3, 8, 8))
     for name in ("conv", "fc"):
         layer = model.get_submodule(name)
-        assert layer.weight_quant.quant_class is Int8WeightPerGroupFloat and layer.quant_weight_bit_width().item() == 4
+        assert (
+            layer.weight_quant.quant_class is Int8WeightPerGroupFloat
+            and layer.quant_weight_bit_width().item() == 4
+        )
     assert type(model.get_submodule("stem")) is nn.Conv2d  # 3 input channels: no group of 32
     assert "group_size" in model.quantization_info["notes"]["stem"]
     assert "biases stay float" in model.quantization_info["notes"]["bias"]
