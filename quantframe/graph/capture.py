@@ -187,6 +187,10 @@ def lift_modules(model: nn.Module, exported: fx.GraphModule) -> fx.GraphModule:
         if node.op == "get_attr":
             if node.target in params:  # (others: constants of lifted groups)
                 env[node] = graph.get_attr(node.target)
+        elif node.op == "call_function" and node.target is _aten.sym_size.int:
+            # x.size(d): a traced size, so an ONNX export keeps the batch dimension dynamic
+            env[node] = graph.call_method("size", *_mapped(node, env))
+            env[node].meta = dict(node.meta)
         elif node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
             target = ATEN_TO_TORCH.get(node.target, node.target)
             if _mutates_a_shared_input(node):

@@ -8,7 +8,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from quantframe.calibrate import quantization_disabled
-from quantframe.export import export_onnx_qcdq
+from quantframe.export import export_onnx_qcdq, onnxruntime_session
 from quantframe.graph import RECIPES, CaptureError, Recipe, quantize_model
 from quantframe.layers import (
     QuantConv2d,
@@ -20,8 +20,8 @@ from quantframe.layers import (
 )
 from quantframe.proxy import QuantProxy
 from quantframe.quantizers import Int8WeightPerGroupFloat
-from tests.graph.checks import calibrate, sqnr_db
-from tests.graph.models import DataDependent, Functional, reestimated
+from tests.graph.checks import calibrate, output_step, sqnr_db
+from tests.graph.models import ChannelShuffle, DataDependent, Functional, reestimated
 
 
 def float_model():
@@ -218,3 +218,18 @@ def test_fx_capture_without_example_inputs():
     assert set(_layers(model, QuantConv2d)) == {"conv1", "conv2"} and _layers(model, QuantEltwiseAdd)
     with torch.no_grad(), quantization_disabled(model):
         torch.testing.assert_close(model(x), source(x), rtol=1e-5, atol=1e-6)
+
+
+def test_captured_model_exports_with_a_dynamic_batch():
+    torch.manual_seed(0)
+    source, x = reestimated(ChannelShuffle(), (4, 3, 8, 8)), torch.randn(2, 3, 8, 8)
+    model = quantize_model(source, (x,))  # its forward reads x.shape: a traced size, not a constant
+    calibrate(model, (4, 3, 8, 8))
+    exported = export_onnx_qcdq(model, (x[:1],), dynamic_batch=True)
+    session = onnxruntime_session(exported)
+    batch = torch.randn(5, 3, 8, 8)
+    ours = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+    with torch.no_grad():
+        expected = model(batch)
+    assert ours.shape == (5, 4)
+    assert np.abs(ours - expected.numpy()).max() <= output_step(model) * 1.001 + 1e-6
