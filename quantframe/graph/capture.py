@@ -88,11 +88,19 @@ def capture(model: nn.Module, example_inputs: Any = None, tracer: str | None = N
 
 
 def _split(example_inputs: Any) -> tuple[tuple, dict]:
+    """Positional and keyword example inputs, each batch of one doubled: torch.export fixes a
+    dimension of size 1 (it cannot tell 1 from a constant), the graph would then run at batch 1 only."""
     if isinstance(example_inputs, dict):
-        return (), dict(example_inputs)
+        return (), {k: _batch_of_two(v) for k, v in example_inputs.items()}
     if isinstance(example_inputs, tuple | list):
-        return tuple(example_inputs), {}
-    return (example_inputs,), {}
+        return tuple(_batch_of_two(v) for v in example_inputs), {}
+    return (_batch_of_two(example_inputs),), {}
+
+
+def _batch_of_two(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == 1:
+        return torch.cat([value, value])
+    return value
 
 
 def _dynamic_batch(args: tuple, kwargs: dict) -> tuple | dict:

@@ -41,3 +41,12 @@ def test_capture_error_names_the_module_and_line(tracer):
     with pytest.raises(CaptureError, match=r"at <model> \(DataDependent\.forward, models\.py:\d+\)") as error:
         capture(model, (x,) if tracer == "export" else None, tracer)
     assert error.value.where.startswith("<model>")
+
+
+def test_a_batch_of_one_example_still_captures_any_batch():
+    torch.manual_seed(0)
+    model = ChannelShuffle().eval()
+    graph = capture(model, (torch.randn(1, 3, 8, 8),))
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model(x), rtol=0, atol=0)
