@@ -9,7 +9,7 @@ from torch import fx, nn
 from quantframe.graph.capture import CaptureError
 from quantframe.graph.capture import capture as capture_graph
 from quantframe.graph.recipe import Recipe, resolve_recipe
-from quantframe.graph.rewrite import Rewrite
+from quantframe.graph.rewrite import Rewrite, has_submodule
 from quantframe.graph.twins import ACTIVATION_TYPES, NEUTRAL, activation_twin, layer_kind, layer_twin
 
 CAPTURE_MODES = ("auto", "export", "fx", "modules")
@@ -92,18 +92,9 @@ def _quantize_graph(gm: fx.GraphModule, recipe: Recipe, tracer: str, model: nn.M
             stacklevel=3,
         )
     gm.quantization_info = _info(model, f"torch.{tracer}", recipe, rewrite.notes, rewrite.folded)
-    gm.unquantized_modules = [
-        f"{name} ({type(gm.get_submodule(name)).__name__})" for name in rewrite.notes if _is_module(gm, name)
-    ]
+    modules = [name for name in rewrite.notes if has_submodule(gm, name)]
+    gm.unquantized_modules = [f"{name} ({type(gm.get_submodule(name)).__name__})" for name in modules]
     return gm
-
-
-def _is_module(gm: fx.GraphModule, name: str) -> bool:
-    try:
-        gm.get_submodule(name)
-    except AttributeError:
-        return False
-    return True
 
 
 def _info(model: nn.Module, capture: str, recipe: Recipe, notes: dict, folded: dict) -> dict[str, Any]:
@@ -138,7 +129,7 @@ def _swap(parent: nn.Module, prefix: str, recipe: Recipe, notes: dict[str, str])
     for name, child in parent.named_children():
         path = f"{prefix}{name}"
         twin = None
-        if _kept_float(path, child, recipe):
+        if recipe.keeps_float(path, child):
             notes[path] = f"{type(child).__name__}: keep_float"
             continue
         if layer_kind(child) is not None:
@@ -156,14 +147,3 @@ def _swap(parent: nn.Module, prefix: str, recipe: Recipe, notes: dict[str, str])
             _swap(child, path + ".", recipe, notes)
         elif not isinstance(child, NEUTRAL + ACTIVATION_TYPES):
             notes[path] = f"{type(child).__name__}: no quantized twin"
-
-
-def _kept_float(path: str, module: nn.Module, recipe: Recipe) -> bool:
-    import fnmatch
-
-    for item in recipe.keep_float:
-        if isinstance(item, str) and fnmatch.fnmatchcase(path, item):
-            return True
-        if isinstance(item, type) and isinstance(module, item):
-            return True
-    return False

@@ -5,6 +5,7 @@ A `Recipe` is a pydantic model users copy and change (`RECIPES["onnx"].model_cop
 the recipe's fields. Quantizer fields hold quantizer classes (or None: that slot stays float).
 """
 
+import fnmatch
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -82,6 +83,15 @@ class Recipe(BaseModel):
                     f"keep_float entries are module names (fnmatch patterns) or nn.Module types, got {item!r}"
                 )
         return items
+
+    def keeps_float(self, name: str, module: nn.Module | None) -> bool:
+        """Whether `keep_float` names this op (an fnmatch pattern of its name) or its module type."""
+        for item in self.keep_float:
+            if isinstance(item, str) and fnmatch.fnmatchcase(name, item):
+                return True
+            if isinstance(item, type) and module is not None and isinstance(module, item):
+                return True
+        return False
 
 
 RECIPES: dict[str, Recipe] = {

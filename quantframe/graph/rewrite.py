@@ -12,7 +12,6 @@ an ONNX integer kernel needs before a Conv/Gemm/MatMul. The pass then:
 - records why each op it left float stayed float (`notes`), for `quantframe.graph.report`.
 """
 
-import fnmatch
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,18 +99,13 @@ class Rewrite:
 
     def unique(self, name: str) -> str:
         """`name`, made unique among the graph module's submodules and the names given so far."""
-        while name in self.used_names or _exists(self.gm, name):
+        while name in self.used_names or has_submodule(self.gm, name):
             name += "_"
         self.used_names.add(name)
         return name
 
     def kept_float(self, name: str, module: nn.Module | None) -> bool:
-        for item in self.recipe.keep_float:
-            if isinstance(item, str) and fnmatch.fnmatchcase(name, item):
-                return True
-            if isinstance(item, type) and module is not None and isinstance(module, item):
-                return True
-        return False
+        return self.recipe.keeps_float(name, module)
 
     def insert_module(self, before: fx.Node, name: str, module: nn.Module, args: tuple) -> fx.Node:
         self.gm.add_submodule(name, module)
@@ -365,7 +359,7 @@ def _input_bits(recipe: Recipe, quant: Any) -> dict[str, int]:
     return {} if quant is None or recipe.act_bit_width is None else {"input_bit_width": recipe.act_bit_width}
 
 
-def _exists(gm: fx.GraphModule, name: str) -> bool:
+def has_submodule(gm: fx.GraphModule, name: str) -> bool:
     try:
         gm.get_submodule(name)
     except AttributeError:
