@@ -162,3 +162,21 @@ def test_precision_mode_folds_int8_weights_that_reach_several_nodes(fold_weights
     with torch.no_grad():
         expected = model(x)[0].numpy()
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, rtol=0, atol=1e-5)
+
+
+def test_optimized_op_types_counts_the_kernels_onnxruntime_runs():
+    torch.manual_seed(0)
+    quantized = nn.Sequential(
+        QuantIdentity(return_quant_tensor=True),
+        QuantConv2d(3, 4, 3, bias_quant=Int32Bias, return_quant_tensor=False),
+        QuantReLU(return_quant_tensor=True),
+        QuantConv2d(4, 4, 3, bias_quant=Int32Bias),
+        QuantIdentity(),
+    )
+    x = torch.randn(2, 3, 8, 8)
+    calibrate(quantized, tuple(x.shape))
+    exported = export_onnx_qcdq(quantized, (x,))
+    counts = helper.optimized_op_types(exported)
+    assert counts.get("QLinearConv") == 2 and not set(counts) & helper.FLOAT_KERNELS
+    float_counts = helper.optimized_op_types(exported, optimization="disable")
+    assert float_counts.get("Conv") == 2 and not set(float_counts) & helper.INTEGER_KERNELS
