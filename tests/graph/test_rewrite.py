@@ -29,7 +29,11 @@ class TwoReaders(nn.Module):
 
 
 def _callers(model: fx.GraphModule, name: str) -> list[fx.Node]:
-    return [n for n in model.graph.nodes if any(i.op == "call_module" and i.target == name for i in n.all_input_nodes)]
+    return [
+        n
+        for n in model.graph.nodes
+        if any(i.op == "call_module" and i.target == name for i in n.all_input_nodes)
+    ]
 
 
 def test_a_moved_tensor_is_requantized_by_its_source_quantizer():
