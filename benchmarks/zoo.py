@@ -99,7 +99,7 @@ ZOO: dict[str, ZooModel] = {
     "efficientnet_b0": ZooModel(  # the config's defaults are B7's; B0 is width and depth 1
         "EfficientNetForImageClassification",
         "EfficientNetConfig",
-        dict(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, dropout_rate=0.2),
+        dict(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, dropout_rate=0.2, hidden_dim=1280),
         dict(width_coefficient=0.25, depth_coefficient=0.5, image_size=SMALL, hidden_dim=320),
     ),
     "regnet": ZooModel(  # the config's defaults: RegNetY-4.0GF

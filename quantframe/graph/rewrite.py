@@ -81,9 +81,7 @@ class Rewrite:
     used_names: set[str] = field(default_factory=set)
     layers: list[fx.Node] = field(default_factory=list)  # the quantized Conv/Linear/matmul nodes
     float_readers: set[fx.Node] = field(default_factory=set)  # ops that read tensors, never QuantTensors
-    rejected: list[str] = field(
-        default_factory=list
-    )  # layers left float: the recipe's quantizer does not fit
+    rejected: list[str] = field(default_factory=list)  # left float: the recipe's quantizer does not fit
 
     # ------------------------------------------------------------------ helpers
 
