@@ -158,7 +158,7 @@ def _leaf_of(node: fx.Node, model: nn.Module) -> str | None:
     if not stack:
         return None
     path = list(stack.values())[-1][0]
-    path = _normalise_path(path)
+    path = module_path(path)
     try:
         module = model.get_submodule(path)
     except AttributeError:
@@ -166,7 +166,7 @@ def _leaf_of(node: fx.Node, model: nn.Module) -> str | None:
     return path if isinstance(module, LEAF_TYPES) and not isinstance(module, nn.Identity) else None
 
 
-def _normalise_path(path: str) -> str:
+def module_path(path: str) -> str:
     """`torch.export`'s module path ('L__self___a_b' in some versions, 'a.b' in others) as 'a.b'."""
     return path.removeprefix("L['self'].").replace("._modules['", ".").replace("']", "")
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from quantframe.graph.capture import module_path
 from quantframe.graph.fold import BATCH_NORMS, can_fold, fold_batch_norm
 from quantframe.graph.recipe import Recipe
 from quantframe.graph.twins import (
@@ -91,8 +92,7 @@ class Rewrite:
     def scope(self, node: fx.Node) -> str:
         """The qualified name a functional node's new module gets: its module's path + the node name."""
         stack = node.meta.get("nn_module_stack")
-        base = list(stack.values())[-1][0] if stack else ""
-        base = base.removeprefix("L['self'].").replace("._modules['", ".").replace("']", "")
+        base = module_path(list(stack.values())[-1][0]) if stack else ""
         return self.unique(f"{base}.{node.name}" if base else node.name)
 
     def unique(self, name: str) -> str:
