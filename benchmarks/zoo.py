@@ -67,6 +67,7 @@ class ZooModel:
     config_class: str
     full: dict[str, Any]
     quick: dict[str, Any]
+    reinit: bool = False  # He-initialised convs, BatchNorm eps <= 1e-5 (see `revive`)
 
 
 SMALL = 64  # the --quick input size (the image_size of the configs that take one)
@@ -101,6 +102,7 @@ ZOO: dict[str, ZooModel] = {
         "EfficientNetConfig",
         dict(width_coefficient=1.0, depth_coefficient=1.0, image_size=224, dropout_rate=0.2, hidden_dim=1280),
         dict(width_coefficient=0.25, depth_coefficient=0.5, image_size=SMALL, hidden_dim=320),
+        reinit=True,
     ),
     "regnet": ZooModel(  # the config's defaults: RegNetY-4.0GF
         "RegNetForImageClassification",
@@ -360,12 +362,27 @@ def kernels(row: Row, path: Path) -> None:
     row.figures["kernel_counts"] = {op: n for op, n in counts.items() if op in compute}
 
 
+def revive(model: nn.Module) -> nn.Module:
+    """He-initialised convolutions and BatchNorm eps capped at 1e-5: Hugging Face's EfficientNet init
+    gives ~1e-36 logits (its BatchNorm eps of 1e-3 dwarfs its convs' output variance, so re-estimated
+    statistics cannot renormalise them), and every quantized output would round to 0."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, generator=generator)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eps = min(module.eps, 1e-5)
+    return model
+
+
 def measure(name: str, quick: bool, size: int, batch: int) -> Row:
     """Every stage for one model; a failed stage is an error row and skips the stages needing it."""
     row = Row(name)
     batches = random_batches(4, batch, size, seed=1)
     test = random_batches(1, batch, size, seed=2)[0]
     model = row.attempt("build", lambda: build(name, quick))
+    if model is not None and ZOO[name].reinit:
+        revive(model)
     if model is None or row.attempt("batch norm", lambda: reestimate_batch_norm(model, batches)) is None:
         return row
     row.attempt("quantize time", lambda: quantize_times(row, model, batches[0]))
