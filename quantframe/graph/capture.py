@@ -176,7 +176,7 @@ def lift_modules(model: nn.Module, exported: fx.GraphModule) -> fx.GraphModule:
     graph = fx.Graph()
     graph._codegen = exported.graph._codegen  # the pytree of inputs and outputs
     env: dict[fx.Node, Any] = {}
-    params = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
     groups = _leaf_groups(exported.graph, model)
     done: set[str] = set()
     for node in exported.graph.nodes:
@@ -193,7 +193,7 @@ def lift_modules(model: nn.Module, exported: fx.GraphModule) -> fx.GraphModule:
                     env[member] = out
             continue
         if node.op == "get_attr":
-            if node.target in params:  # (others: constants of lifted groups)
+            if node.target in tensors:  # (others: constants of lifted groups)
                 env[node] = graph.get_attr(node.target)
         elif node.op == "call_function" and node.target is _aten.sym_size.int:
             # x.size(d): a traced size, so an ONNX export keeps the batch dimension dynamic
@@ -212,7 +212,6 @@ def lift_modules(model: nn.Module, exported: fx.GraphModule) -> fx.GraphModule:
             graph.erase_node(node)
     graph.lint()
     root: dict[str, Any] = {path: model.get_submodule(path) for path in done}
-    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
     root.update({n.target: tensors[n.target] for n in graph.nodes if n.op == "get_attr"})
     return fx.GraphModule(root, graph, type(model).__name__)
 

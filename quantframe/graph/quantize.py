@@ -56,10 +56,7 @@ def quantize_model(
         bias_quant=bias_quant,
         fold_batch_norm=fold_batch_norm,
     )
-    chosen = resolve_recipe(recipe, overrides)
-    if keep_float:
-        extra = (keep_float,) if isinstance(keep_float, str | type) else tuple(keep_float)
-        chosen = Recipe.model_validate({**chosen.model_dump(), "keep_float": (*chosen.keep_float, *extra)})
+    chosen = resolve_recipe(recipe, overrides, keep_float)
     source = copy.deepcopy(model)
     if capture != "modules":
         tracer = None if capture == "auto" else capture

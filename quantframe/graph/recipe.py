@@ -129,8 +129,9 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def resolve_recipe(recipe: str | Recipe, overrides: dict[str, Any]) -> Recipe:
-    """`recipe` (a name of `RECIPES` or a `Recipe`) with the explicitly given (not None) `overrides`."""
+def resolve_recipe(recipe: str | Recipe, overrides: dict[str, Any], keep_float: Any = ()) -> Recipe:
+    """`recipe` (a name of `RECIPES` or a `Recipe`) with the explicitly given (not None) `overrides`,
+    and `keep_float` added to the recipe's own."""
     if isinstance(recipe, str):
         if recipe not in RECIPES:
             raise ValueError(
@@ -142,4 +143,7 @@ def resolve_recipe(recipe: str | Recipe, overrides: dict[str, Any]) -> Recipe:
             f"quantize_model: recipe must be a name {sorted(RECIPES)} or a Recipe, got {recipe!r}"
         )
     given = {k: v for k, v in overrides.items() if v is not None}
+    if keep_float:
+        extra = (keep_float,) if isinstance(keep_float, str | type) else tuple(keep_float)
+        given["keep_float"] = (*recipe.keep_float, *extra)
     return Recipe.model_validate({**recipe.model_dump(), **given}) if given else recipe

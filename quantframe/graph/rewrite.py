@@ -8,7 +8,7 @@ an ONNX integer kernel needs before a Conv/Gemm/MatMul. The pass then:
 - quantizes the model input, every layer input not already on a grid, and the outputs of ReLU-like ops;
 - turns each add / cat of two activations into `QuantEltwiseAdd` / `QuantCat` (one shared input
   quantizer: equal scales) and quantizes both operands of a product of two activations;
-- unwraps QuantTensors (`as_float`) before every op it does not know, so they only ever see tensors;
+- unwraps QuantTensors (`layers.base.plain`) before every op it does not know: those see tensors;
 - records why each op it left float stayed float (`notes`), for `quantframe.graph.report`.
 """
 
@@ -33,7 +33,6 @@ from quantframe.graph.twins import (
 )
 from quantframe.layers import QuantCat, QuantEltwiseAdd, QuantIdentity, QuantReLU, QuantReLU6
 from quantframe.layers.base import plain
-from quantframe.tensor import QuantTensor
 
 MOVEMENT_FUNCTIONS = {
     torch.flatten,
@@ -61,11 +60,6 @@ MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
 CAT_FUNCTIONS = {torch.cat, torch.concat}
 RELU_FUNCTIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.relu6: nn.ReLU6}
 MATMUL_FUNCTIONS = {torch.matmul, operator.matmul}
-
-
-def as_float(x: Any) -> Any:
-    """The float tensor of a QuantTensor (anything else unchanged): what a float op receives."""
-    return x.value if isinstance(x, QuantTensor) else x
 
 
 @dataclass
@@ -102,9 +96,6 @@ class Rewrite:
         self.used_names.add(name)
         return name
 
-    def kept_float(self, name: str, module: nn.Module | None) -> bool:
-        return self.recipe.keeps_float(name, module)
-
     def insert_module(self, before: fx.Node, name: str, module: nn.Module, args: tuple) -> fx.Node:
         self.gm.add_submodule(name, module)
         with self.gm.graph.inserting_before(before):
@@ -131,12 +122,12 @@ class Rewrite:
         self.quant_tensor.add(node)
 
     def unwrap_inputs(self, node: fx.Node) -> None:
-        """Every QuantTensor input of a float op goes through `as_float`."""
+        """Every QuantTensor input of a float op goes through `plain`."""
         self.float_readers.add(node)
         for value in list(node.all_input_nodes):
             if value in self.quant_tensor:
                 with self.gm.graph.inserting_before(node):
-                    unwrapped = self.gm.graph.call_function(as_float, (value,))
+                    unwrapped = self.gm.graph.call_function(plain, (value,))
                 node.replace_input_with(value, unwrapped)
 
     def input_quant(self, value: fx.Node) -> Any:
@@ -179,7 +170,7 @@ class Rewrite:
             if layer is None or len(source.users) != 1 or not can_fold(layer, norm):
                 self.notes[node.target] = "BatchNorm not after a conv/linear (not folded)"
                 continue
-            if self.kept_float(source.target, layer) or self.kept_float(node.target, norm):
+            if self.recipe.keeps_float(source.target, layer) or self.recipe.keeps_float(node.target, norm):
                 continue
             fold_batch_norm(layer, norm)
             node.replace_all_uses_with(source)
@@ -197,7 +188,7 @@ class Rewrite:
             return
         elif module is not None and layer_kind(module) is not None:
             self.visit_layer(node, module)
-        elif self.kept_float(node.target if module is not None else self.name_of(node), module):
+        elif self.recipe.keeps_float(node.target if module is not None else self.name_of(node), module):
             self.unwrap_inputs(node)
             self.notes[self.name_of(node)] = "keep_float"
         elif (
@@ -232,19 +223,11 @@ class Rewrite:
             return
         if not node.users:
             return
-        name = self.unique(f"input_quant_{node.name}")
-        quantizer = edge_quantizer(self.recipe, self.recipe.signed_act_quant, self.gm.training)
-        self.gm.add_submodule(name, quantizer)
-        users = list(node.users)
-        with self.gm.graph.inserting_after(node):
-            new = self.gm.graph.call_module(name, (node,))
-        for user in users:
-            user.replace_input_with(node, new)
-        self.mark_quantized(new, quantizer.act_quant)
+        self.quantize_after(node, self.unique(f"input_quant_{node.name}"), self.recipe.signed_act_quant)
 
     def visit_layer(self, node: fx.Node, module: nn.Module) -> None:
         recipe = self.recipe
-        if self.kept_float(node.target, module):
+        if self.recipe.keeps_float(node.target, module):
             self.unwrap_inputs(node)
             self.notes[node.target] = "keep_float"
             return
@@ -270,7 +253,8 @@ class Rewrite:
             self.quantize_edge(value, node, "input")
         if (
             not is_embedding
-            and _needs_input_scale(twin)
+            and twin.is_bias_quant_enabled
+            and twin.bias_quant.requires_input_scale
             and input_quant is None
             and node.args[0] not in self.on_grid
         ):
@@ -291,17 +275,24 @@ class Rewrite:
         readers = list(node.users)
         if len(readers) == 1 and self.quantizes_input(readers[0]):
             return  # (two quantizers reading it would each need the float output: no integer kernel)
-        name = self.unique(f"{node.target if node.op == 'call_module' else self.scope(node)}_output_quant")
-        quantizer = edge_quantizer(self.recipe, self.recipe.layer_output_quant, self.gm.training)
+        base = node.target if node.op == "call_module" else self.scope(node)
+        self.quantize_after(node, self.unique(f"{base}_output_quant"), self.recipe.layer_output_quant)
+        for user in readers:
+            if user in self.float_readers:
+                self.unwrap_inputs(user)
+
+    def quantize_after(self, node: fx.Node, name: str, quant: Any) -> fx.Node:
+        """A new quantizer `name` right after `node`, read by every user `node` had."""
+        users = list(node.users)
+        quantizer = edge_quantizer(self.recipe, quant, self.gm.training)
         self.gm.add_submodule(name, quantizer)
         with self.gm.graph.inserting_after(node):
             new = self.gm.graph.call_module(name, (node,))
         new.meta = dict(node.meta)
-        self.mark_quantized(new, quantizer.act_quant)
-        for user in readers:
+        for user in users:
             user.replace_input_with(node, new)
-            if user in self.float_readers:
-                self.unwrap_inputs(user)
+        self.mark_quantized(new, quantizer.act_quant)
+        return new
 
     def quantizes_input(self, user: fx.Node) -> bool:
         """Whether `user` quantizes what it reads first (an integer kernel's output may feed it)."""
@@ -370,16 +361,6 @@ def _replace_module(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
     setattr(gm.get_submodule(parent_name) if parent_name else gm, child, module)
 
 
-def _needs_input_scale(layer: nn.Module) -> bool:
-    bias_quant = getattr(layer, "bias_quant", None)
-    return bool(
-        getattr(layer, "bias", None) is not None
-        and bias_quant is not None
-        and bias_quant.is_quant_enabled
-        and bias_quant.requires_input_scale
-    )
-
-
 def _is_method(node: fx.Node, *names: str) -> bool:
     return node.op == "call_method" and node.target in names
 
@@ -417,4 +398,4 @@ def _cat_dim(node: fx.Node) -> int:
     return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
 
 
-__all__ = ["Rewrite", "as_float", "plain"]
+__all__ = ["Rewrite"]

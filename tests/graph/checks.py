@@ -13,7 +13,7 @@ from quantframe.calibrate import calibration_mode, quantization_disabled
 from quantframe.export import export_onnx_qcdq, onnxruntime_session
 from quantframe.export.onnxruntime import FLOAT_KERNELS, INTEGER_KERNELS, optimized_op_types
 from quantframe.graph import quantize_model
-from quantframe.graph.rewrite import as_float
+from quantframe.layers.base import plain
 
 
 def first_tensor(out: object) -> torch.Tensor:
@@ -43,7 +43,7 @@ def output_step(model: fx.GraphModule) -> float:
     value = fx.node.map_aggregate(node.args[0], lambda n: n)
     while not isinstance(value, fx.Node):
         value = value[0] if isinstance(value, tuple | list) else next(iter(value.values()))
-    while value.op == "call_function" and value.target is as_float:
+    while value.op == "call_function" and value.target is plain:
         value = value.args[0]
     return float(model.get_submodule(value.target).act_quant.scale())
 

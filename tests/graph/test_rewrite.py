@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from quantframe.graph import quantize_model
-from quantframe.graph.rewrite import as_float
 from quantframe.layers import QuantEltwiseAdd, QuantIdentity
+from quantframe.layers.base import plain
 
 
 class PoolThenConv(nn.Module):
@@ -47,9 +47,9 @@ def test_a_moved_tensor_is_requantized_by_its_source_quantizer():
 def test_a_layer_output_read_twice_gets_one_quantizer_read_by_all():
     model = quantize_model(TwoReaders(), (torch.randn(2, 3, 4, 4),))
     readers = _callers(model, "conv1_output_quant")
-    assert len(readers) == 2  # the add and (through as_float) the GELU
+    assert len(readers) == 2  # the add and (through plain) the GELU
     assert not model.get_submodule("conv1_output_quant").act_quant.signed  # uint8: onnxruntime converts it
-    assert any(n.target is as_float for n in readers)
+    assert any(n.target is plain for n in readers)
     assert [type(model.get_submodule(n.target)) for n in _callers(model, "conv1")] == [QuantIdentity]
     adds = [m for m in model.modules() if isinstance(m, QuantEltwiseAdd)]
     assert len(adds) == 1
@@ -58,7 +58,7 @@ def test_a_layer_output_read_twice_gets_one_quantizer_read_by_all():
 def test_unknown_ops_read_tensors_never_quant_tensors():
     model = quantize_model(TwoReaders(), (torch.randn(2, 3, 4, 4),))
     gelu = next(n for n in model.graph.nodes if n.op == "call_function" and "gelu" in str(n.target))
-    assert all(i.target is as_float for i in gelu.all_input_nodes)
+    assert all(i.target is plain for i in gelu.all_input_nodes)
     assert model.quantization_info["notes"][gelu.name] == "no quantized form in this recipe"
     with torch.no_grad():
         model(torch.randn(3, 3, 4, 4))
