@@ -94,30 +94,21 @@ class Recipe(BaseModel):
         return False
 
 
+# What neither "layerwise" nor "weight_only" quantizes: no activation outside the layers, float biases.
+_LAYERS_ONLY = dict(
+    bias_quant=None,
+    quantize_input=False,
+    quantize_layer_outputs=False,
+    quantize_activations=False,
+    align_eltwise=False,
+    quantize_mul=False,
+)
+
 RECIPES: dict[str, Recipe] = {
     "onnx": Recipe(name="onnx"),
-    "layerwise": Recipe(
-        name="layerwise",
-        bias_quant=None,
-        quantize_input=False,
-        layer_input_quant=True,
-        quantize_layer_outputs=False,
-        quantize_activations=False,
-        align_eltwise=False,
-        quantize_mul=False,
-        fold_batch_norm=False,
-    ),
+    "layerwise": Recipe(name="layerwise", layer_input_quant=True, fold_batch_norm=False, **_LAYERS_ONLY),
     "weight_only": Recipe(
-        name="weight_only",
-        act_quant=None,
-        signed_act_quant=None,
-        bias_quant=None,
-        quantize_input=False,
-        quantize_layer_inputs=False,
-        quantize_layer_outputs=False,
-        quantize_activations=False,
-        align_eltwise=False,
-        quantize_mul=False,
+        name="weight_only", act_quant=None, signed_act_quant=None, quantize_layer_inputs=False, **_LAYERS_ONLY
     ),
     "fixed_point": Recipe(
         name="fixed_point",
